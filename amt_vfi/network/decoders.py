@@ -1,0 +1,78 @@
+"""Coarse-to-fine decoders: each refines the bidirectional flows and the intermediate feature."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import SideChannelResBlock, conv_prelu, upconv, upsample_flow, warp
+
+
+def _convblock(in_ch: int, mid_ch: int, out_ch: int, side: int) -> nn.Sequential:
+    return nn.Sequential(conv_prelu(in_ch, mid_ch), SideChannelResBlock(mid_ch, side), upconv(mid_ch, out_ch))
+
+
+class InitialDecoder(nn.Module):
+    """From the coarsest context features and the time step to flows and a feature at 1/8 resolution."""
+
+    def __init__(self, context_ch: int, out_feature_ch: int, side: int) -> None:
+        super().__init__()
+        self.convblock = _convblock(2 * context_ch + 1, 2 * context_ch, out_feature_ch + 4, side)
+
+    def forward(
+        self, feat0: torch.Tensor, feat1: torch.Tensor, embt: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch, _, h, w = feat0.shape
+        time_plane = embt.to(feat0.dtype).expand(batch, 1, h, w)
+        out = self.convblock(torch.cat([feat0, feat1, time_plane], dim=1))
+        return out[:, 0:2], out[:, 2:4], out[:, 4:]
+
+
+def _warped_inputs(
+    feature: torch.Tensor,
+    feat0: torch.Tensor,
+    feat1: torch.Tensor,
+    flow0: torch.Tensor,
+    flow1: torch.Tensor,
+    mps_safe: bool,
+) -> torch.Tensor:
+    return torch.cat(
+        [feature, warp(feat0, flow0, mps_safe), warp(feat1, flow1, mps_safe), flow0, flow1],
+        dim=1,
+    )
+
+
+class IntermediateDecoder(nn.Module):
+    """Warps the next finer context features by the current flows and doubles the resolution."""
+
+    def __init__(self, feature_ch: int, out_feature_ch: int, side: int) -> None:
+        super().__init__()
+        self.convblock = _convblock(3 * feature_ch + 4, 3 * feature_ch, out_feature_ch + 4, side)
+        self.mps_safe = False
+
+    def forward(
+        self, feature: torch.Tensor, feat0: torch.Tensor, feat1: torch.Tensor, flow0: torch.Tensor, flow1: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.convblock(_warped_inputs(feature, feat0, feat1, flow0, flow1, self.mps_safe))
+        return out[:, 0:2] + upsample_flow(flow0), out[:, 2:4] + upsample_flow(flow1), out[:, 4:]
+
+
+class MultiFieldDecoder(nn.Module):
+    """Last decoder: `fields` flow pairs, blending masks and RGB residuals at full resolution."""
+
+    def __init__(self, feature_ch: int, fields: int, side: int) -> None:
+        super().__init__()
+        self.fields = fields
+        self.convblock = _convblock(3 * feature_ch + 4, 3 * feature_ch, 8 * fields, side)
+        self.mps_safe = False
+
+    def forward(
+        self, feature: torch.Tensor, feat0: torch.Tensor, feat1: torch.Tensor, flow0: torch.Tensor, flow1: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = self.fields
+        out = self.convblock(_warped_inputs(feature, feat0, feat1, flow0, flow1, self.mps_safe))
+        flows0 = out[:, 0 : 2 * n] + upsample_flow(flow0).repeat(1, n, 1, 1)
+        flows1 = out[:, 2 * n : 4 * n] + upsample_flow(flow1).repeat(1, n, 1, 1)
+        masks = torch.sigmoid(out[:, 4 * n : 5 * n])
+        residuals = out[:, 5 * n :]
+        return flows0, flows1, masks, residuals

@@ -1,0 +1,84 @@
+"""Small building blocks shared by every part of the AMT network.
+
+Module attribute names follow the official checkpoint keys, so `state_dict()` loads unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1) -> nn.Conv2d:
+    """A 'same' convolution with bias: every convolution in AMT has one."""
+    return nn.Conv2d(in_ch, out_ch, kernel, stride, padding=(kernel - 1) // 2, bias=True)
+
+
+def conv_prelu(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
+    """Convolution followed by a per-channel PReLU (checkpoint sub-keys `0` and `1`)."""
+    return nn.Sequential(conv(in_ch, out_ch, kernel, stride), nn.PReLU(out_ch))
+
+
+def upconv(in_ch: int, out_ch: int) -> nn.ConvTranspose2d:
+    """Transposed convolution that exactly doubles height and width."""
+    return nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=True)
+
+
+def resize(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Bilinear resize driven by the factor itself (not the size ratio), as the checkpoints expect."""
+    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+
+
+def upsample_flow(flow: torch.Tensor, factor: float = 2.0) -> torch.Tensor:
+    """Resize a flow field and rescale its pixel units accordingly."""
+    return factor * resize(flow, factor)
+
+
+class SideChannelResBlock(nn.Module):
+    """Residual block whose last `side` channels get an extra convolution after each of the first two layers."""
+
+    def __init__(self, channels: int, side: int) -> None:
+        super().__init__()
+        self.side = side
+        self.conv1 = conv_prelu(channels, channels)
+        self.conv2 = conv_prelu(side, side)
+        self.conv3 = conv_prelu(channels, channels)
+        self.conv4 = conv_prelu(side, side)
+        self.conv5 = conv(channels, channels)
+        self.prelu = nn.PReLU(channels)
+
+    def _refine_side(self, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+        keep, side = x.split([x.shape[1] - self.side, self.side], dim=1)
+        return torch.cat([keep, layer(side)], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._refine_side(self.conv1(x), self.conv2)
+        out = self._refine_side(self.conv3(out), self.conv4)
+        return self.prelu(x + self.conv5(out))
+
+
+def _pixel_to_normalized(coord: torch.Tensor, size: int) -> torch.Tensor:
+    return coord * (2.0 / (size - 1)) - 1.0
+
+
+def warp(image: torch.Tensor, flow: torch.Tensor, clamp_coordinates: bool = False) -> torch.Tensor:
+    """Backward-warp `image` by `flow` (pixels; channel 0 = x) with edge replication outside the frame.
+
+    `clamp_coordinates=True` clamps the sample positions itself and samples with zero padding, which is
+    the same result without `padding_mode="border"` (unsupported or wrong on some MPS builds).
+    Sampling runs in float32: half precision cannot address pixels of a 4K frame exactly.
+    """
+    _, _, height, width = image.shape
+    flow = flow.float()
+    ys = torch.arange(height, device=flow.device, dtype=flow.dtype).view(1, height, 1)
+    xs = torch.arange(width, device=flow.device, dtype=flow.dtype).view(1, 1, width)
+    x = xs + flow[:, 0]
+    y = ys + flow[:, 1]
+    if clamp_coordinates:
+        x = x.clamp(0, width - 1)
+        y = y.clamp(0, height - 1)
+    grid = torch.stack([_pixel_to_normalized(x, width), _pixel_to_normalized(y, height)], dim=-1)
+    padding = "zeros" if clamp_coordinates else "border"
+    warped = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode=padding, align_corners=True)
+    return warped.to(image.dtype)

@@ -1,0 +1,235 @@
+"""The AMT network assembled from its parts, with the frame-pair work separated from the per-time work."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from .correlation import CorrelationLookup, CorrelationMode, build_correlation
+from .decoders import InitialDecoder, IntermediateDecoder, MultiFieldDecoder
+from .encoders import BottleneckBlock, ContextPyramid, CorrelationFeatureEncoder, ResidualBlock
+from .layers import conv, resize, warp
+from .update import UpdateBlock
+from .variants import VariantSpec
+
+
+@dataclass(frozen=True)
+class PairFeatures:
+    """Everything about a frame pair that does not depend on the time step."""
+
+    mean: torch.Tensor  # B x 1 x 1 x 1, the joint mean of both frames
+    frame0: torch.Tensor  # B x 3 x H x W, mean removed, float32, full resolution
+    frame1: torch.Tensor
+    context0: list[torch.Tensor]  # context pyramid of the (resized) frames, 1/2 .. 1/16
+    context1: list[torch.Tensor]
+    correlation: CorrelationLookup
+    grid: torch.Tensor  # 1 x 2 x h x w pixel coordinates at 1/8 of the working size
+    scale_factor: float
+
+    @property
+    def batch(self) -> int:
+        return self.frame0.shape[0]
+
+    def repeated(self, times: int) -> PairFeatures:
+        """The same features tiled `times` along the batch (row t * B + b), for several time steps."""
+        if times == 1:
+            return self
+
+        def tile(x: torch.Tensor) -> torch.Tensor:
+            return x.repeat(times, 1, 1, 1)
+
+        return replace(
+            self,
+            mean=tile(self.mean),
+            frame0=tile(self.frame0),
+            frame1=tile(self.frame1),
+            context0=[tile(x) for x in self.context0],
+            context1=[tile(x) for x in self.context1],
+        )
+
+
+def _check_pair(img0: torch.Tensor, img1: torch.Tensor, scale_factor: float) -> None:
+    if img0.dim() != 4 or img0.shape[1] != 3 or img0.shape != img1.shape:
+        raise ValueError(f"expected two B x 3 x H x W frames of one shape, got {tuple(img0.shape)} and {tuple(img1.shape)}")
+    height, width = img0.shape[-2:]
+    work_h, work_w = int(height * scale_factor), int(width * scale_factor)
+    if work_h % 16 or work_w % 16:
+        raise ValueError(
+            f"frame size {height}x{width} at scale {scale_factor} gives a working size {work_h}x{work_w} that is "
+            "not a multiple of 16: pad the frames first (amt_vfi.Interpolator does this for you)"
+        )
+
+
+class AMT(nn.Module):
+    """All-Pairs Multi-Field Transforms for frame interpolation.
+
+    `forward(img0, img1, embt)` matches the reference network; `encode` + `decode` split the work so a
+    frame pair is encoded once and decoded for any number of time steps.
+    """
+
+    def __init__(self, spec: VariantSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        c0, c1, c2, c3 = spec.context_channels
+        side = spec.side_channels
+        block = BottleneckBlock if spec.feature_block == "bottleneck" else ResidualBlock
+        self.feat_encoder = CorrelationFeatureEncoder(block, spec.feature_stem, spec.feature_stages, spec.feature_dim)
+        self.encoder = ContextPyramid(spec.context_channels, spec.first_kernel)
+        self.decoder4 = InitialDecoder(c3, c2, side)
+        self.decoder3 = IntermediateDecoder(c2, c1, side)
+        self.decoder2 = IntermediateDecoder(c1, c0, side)
+        self.decoder1 = MultiFieldDecoder(c0, spec.fields, side)
+        self.update4 = UpdateBlock(c2, spec.update)
+        if spec.high_res_updates:
+            self.update3_low = UpdateBlock(c1, spec.update, rescale=2)
+            self.update2_low = UpdateBlock(c0, spec.update, rescale=4)
+            self.update3_high = UpdateBlock(c1, spec.update)
+            self.update2_high = UpdateBlock(c0, spec.update)
+        else:
+            self.update3 = UpdateBlock(c1, spec.update, rescale=2)
+            self.update2 = UpdateBlock(c0, spec.update, rescale=4)
+        fields3 = 3 * spec.fields
+        self.comb_block = nn.Sequential(
+            conv(fields3, 2 * fields3, spec.comb_kernel), nn.PReLU(2 * fields3), conv(2 * fields3, 3, spec.comb_kernel)
+        )
+        self.correlation_mode: CorrelationMode = "auto"
+        self.correlation_budget_bytes = 1 << 30
+
+    def set_mps_safe_warp(self, enabled: bool) -> None:
+        """Avoid `grid_sample(padding_mode="border")`, which some MPS builds get wrong."""
+        for decoder in (self.decoder3, self.decoder2, self.decoder1):
+            decoder.mps_safe = enabled
+
+    @property
+    def _mps_safe(self) -> bool:
+        return self.decoder1.mps_safe
+
+    def _levels(self) -> list[tuple[int, nn.Module, nn.Module | None]]:
+        if self.spec.high_res_updates:
+            return [(1, self.update4, None), (2, self.update3_low, self.update3_high), (4, self.update2_low, self.update2_high)]
+        return [(1, self.update4, None), (2, self.update3, None), (4, self.update2, None)]
+
+    def encode(
+        self,
+        img0: torch.Tensor,
+        img1: torch.Tensor,
+        scale_factor: float = 1.0,
+        correlation: CorrelationMode | None = None,
+    ) -> PairFeatures:
+        """Run both encoders and prepare the correlation for a batch of frame pairs (values in [0, 1])."""
+        _check_pair(img0, img1, scale_factor)
+        dtype = self.comb_block[0].weight.dtype
+        img0, img1 = img0.float(), img1.float()
+        mean = torch.cat([img0, img1], dim=2).mean(dim=(1, 2, 3), keepdim=True)
+        frame0, frame1 = img0 - mean, img1 - mean
+        work0, work1 = frame0, frame1
+        if scale_factor != 1.0:
+            work0, work1 = resize(frame0, scale_factor), resize(frame1, scale_factor)
+        both = torch.cat([work0, work1], dim=0).to(dtype)
+        fmap0, fmap1 = self.feat_encoder(both).chunk(2, dim=0)
+        lookup = build_correlation(
+            fmap0, fmap1, correlation or self.correlation_mode, budget_bytes=self.correlation_budget_bytes
+        )
+        context = self.encoder(both)
+        h, w = fmap0.shape[-2:]
+        ys, xs = torch.meshgrid(
+            torch.arange(h, device=img0.device, dtype=torch.float32),
+            torch.arange(w, device=img0.device, dtype=torch.float32),
+            indexing="ij",
+        )
+        return PairFeatures(
+            mean=mean,
+            frame0=frame0,
+            frame1=frame1,
+            context0=[x.chunk(2, dim=0)[0] for x in context],
+            context1=[x.chunk(2, dim=0)[1] for x in context],
+            correlation=lookup,
+            grid=torch.stack([xs, ys]).unsqueeze(0),
+            scale_factor=scale_factor,
+        )
+
+    def _correlate(
+        self, features: PairFeatures, flow0: torch.Tensor, flow1: torch.Tensor, embt: torch.Tensor
+    ) -> torch.Tensor:
+        # Frame-0 pixels look into frame 1 along the t->1 flow, frame-1 pixels into frame 0 along t->0.
+        centres_fwd = features.grid + flow1.float() / embt
+        centres_bwd = features.grid + flow0.float() / (1.0 - embt)
+        return features.correlation(centres_fwd, centres_bwd).to(flow0.dtype)
+
+    def decode(self, features: PairFeatures, embt: torch.Tensor) -> torch.Tensor:
+        """Frames at times `embt` (N x 1 x 1 x 1, N a multiple of the pair batch B; row t * B + b
+        belongs to pair b) -> N x 3 x H x W in [0, 1]."""
+        embt = embt.float().view(-1, 1, 1, 1).to(features.mean.device)
+        if embt.shape[0] % features.batch:
+            raise ValueError(f"{embt.shape[0]} time steps cannot be shared among {features.batch} frame pairs")
+        pair = features
+        tiled = features.repeated(embt.shape[0] // features.batch)
+        ctx0, ctx1 = tiled.context0, tiled.context1
+        flow0, flow1, feature = self.decoder4(ctx0[3], ctx1[3], embt)
+        decoders = [self.decoder3, self.decoder2]
+        for step, (factor, low_block, high_block) in enumerate(self._levels()):
+            low0 = flow0 if factor == 1 else resize(flow0, 1.0 / factor) / factor
+            low1 = flow1 if factor == 1 else resize(flow1, 1.0 / factor) / factor
+            corr = self._correlate(pair, low0, low1, embt)
+            delta_feature, delta_motion = low_block(feature, torch.cat([low0, low1], dim=1), corr)
+            feature = feature + delta_feature
+            flow0 = flow0 + delta_motion[:, 0:2]
+            flow1 = flow1 + delta_motion[:, 2:4]
+            if high_block is not None:
+                delta_feature, delta_motion = high_block(feature, torch.cat([flow0, flow1], dim=1), resize(corr, factor))
+                feature = feature + delta_feature
+                flow0 = flow0 + delta_motion[:, 0:2]
+                flow1 = flow1 + delta_motion[:, 2:4]
+            if step < len(decoders):
+                level = 2 - step
+                flow0, flow1, feature = decoders[step](feature, ctx0[level], ctx1[level], flow0, flow1)
+        flows0, flows1, masks, residuals = self.decoder1(feature, ctx0[0], ctx1[0], flow0, flow1)
+        return self._compose(tiled, flows0, flows1, masks, residuals)
+
+    def _compose(
+        self,
+        features: PairFeatures,
+        flows0: torch.Tensor,
+        flows1: torch.Tensor,
+        masks: torch.Tensor,
+        residuals: torch.Tensor,
+    ) -> torch.Tensor:
+        """Blend the warped frames of every flow field, then let comb_block correct the average."""
+        flows0, flows1, masks, residuals = (x.float() for x in (flows0, flows1, masks, residuals))
+        if features.scale_factor != 1.0:
+            back = 1.0 / features.scale_factor
+            flows0, flows1 = resize(flows0, back) * back, resize(flows1, back) * back
+            masks, residuals = resize(masks, back), resize(residuals, back)
+        n = self.spec.fields
+        batch, _, height, width = features.frame0.shape
+        warped0 = warp(features.frame0.repeat_interleave(n, dim=0), flows0.reshape(batch * n, 2, height, width), self._mps_safe)
+        warped1 = warp(features.frame1.repeat_interleave(n, dim=0), flows1.reshape(batch * n, 2, height, width), self._mps_safe)
+        warped0 = warped0.view(batch, n, 3, height, width)
+        warped1 = warped1.view(batch, n, 3, height, width)
+        weight = masks.unsqueeze(2)
+        candidates = weight * warped0 + (1 - weight) * warped1 + features.mean.unsqueeze(1) + residuals.view_as(warped0)
+        dtype = self.comb_block[0].weight.dtype
+        correction = self.comb_block(candidates.view(batch, 3 * n, height, width).to(dtype)).float()
+        return (candidates.mean(dim=1) + correction).clamp(0.0, 1.0)
+
+    def forward(
+        self, img0: torch.Tensor, img1: torch.Tensor, embt: torch.Tensor, scale_factor: float = 1.0
+    ) -> torch.Tensor:
+        """The frame at time `embt` between img0 (t = 0) and img1 (t = 1), as B x 3 x H x W."""
+        return self.decode(self.encode(img0, img1, scale_factor), embt)
+
+    @torch.inference_mode()
+    def interpolate(
+        self, img0: torch.Tensor, img1: torch.Tensor, timesteps: Sequence[float], scale_factor: float = 1.0
+    ) -> torch.Tensor:
+        """Frames at several time steps of the same pair(s), encoding the pair only once.
+
+        Returns len(timesteps) * B frames, time-major (all pairs at the first time step first).
+        """
+        features = self.encode(img0, img1, scale_factor)
+        embt = torch.tensor(list(timesteps), dtype=torch.float32, device=img0.device)
+        embt = embt.repeat_interleave(features.batch).view(-1, 1, 1, 1)
+        return self.decode(features, embt)
