@@ -84,7 +84,7 @@ class AllPairsCorrelation:
             level_h, level_w = plane.shape[-2:]
             positions = queries[:, :, None, None, :] / 2**level + self.offsets
             scale = positions.new_tensor([2.0 / (level_w - 1), 2.0 / (level_h - 1)])
-            grid = (positions * scale - 1.0).view(queries.shape[0], steps * WINDOW, WINDOW, 2)
+            grid = (positions * scale - 1.0).reshape(queries.shape[0], steps * WINDOW, WINDOW, 2)
             values = F.grid_sample(plane, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
             sampled.append(values.view(self.batch, self.h, self.w, steps, WINDOW * WINDOW))
         stacked = torch.cat(sampled, dim=-1)

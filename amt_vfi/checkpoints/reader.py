@@ -1,0 +1,106 @@
+"""Reading a checkpoint file safely and checking it is an AMT network before anything uses it."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError, CheckpointNotFoundError
+from ..network import AMT, VariantSpec, detect_variant
+
+PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def _read_pickle(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"refused to load {path}: it is not a plain weights file, and unpickling it would run code "
+            f"({str(error).splitlines()[0][:200]}). Use an official AMT checkpoint or a .safetensors file."
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({error}); re-download it") from None
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable .safetensors file ({error}); re-download it") from None
+
+
+def _unwrap(content: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
+        content = content["state_dict"]
+    if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
+        raise CheckpointError(f"{path} holds no state dict of tensors: it is not an AMT checkpoint")
+    return {key.removeprefix("module."): value for key, value in content.items()}
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The flat state dict of a `.pth` (official `{"state_dict": ...}` or bare) or `.safetensors` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"checkpoint file not found: {path}")
+    if path.suffix.lower() == SAFETENSORS_SUFFIX:
+        return _unwrap(_read_safetensors(path), path)
+    return _unwrap(_read_pickle(path), path)
+
+
+def _summarise(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{shown} (+{len(keys) - limit} more)" if len(keys) > limit else shown
+
+
+def verify_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path) -> VariantSpec:
+    """The variant these weights belong to; raises CheckpointError naming what does not fit."""
+    spec = detect_variant(state_dict)
+    if spec is None:
+        sample = _summarise(sorted(state_dict))
+        raise CheckpointError(f"{path} is not an AMT checkpoint (AMT-S/L/G); its keys look like: {sample}")
+    expected = {key: tuple(value.shape) for key, value in AMT(spec).state_dict().items()}
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    reshaped = sorted(
+        f"{key} {tuple(state_dict[key].shape)} != {shape}"
+        for key, shape in expected.items()
+        if key in state_dict and tuple(state_dict[key].shape) != shape
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_summarise(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_summarise(unexpected)}")
+    if reshaped:
+        problems.append(f"wrong shapes: {_summarise(reshaped, 2)}")
+    if problems:
+        raise CheckpointError(f"{path} looks like {spec.name} but does not fit it; " + "; ".join(problems))
+    return spec
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> AMT:
+    """An AMT network in eval mode with the weights of `path`; the variant is read from the weights."""
+    state_dict = read_state_dict(path)
+    spec = verify_state_dict(state_dict, path)
+    model = AMT(spec)
+    model.load_state_dict(state_dict, strict=True)
+    model.requires_grad_(False)
+    return model.eval().to(device=device, dtype=dtype)
+
+
+def convert_to_safetensors(source: str | Path, destination: str | Path) -> VariantSpec:
+    """Write a verified `.pth` checkpoint as `.safetensors` (no pickle needed to read it again)."""
+    from safetensors.torch import save_file
+
+    state_dict = read_state_dict(source)
+    spec = verify_state_dict(state_dict, source)
+    save_file({key: value.contiguous() for key, value in state_dict.items()}, str(destination))
+    return spec

@@ -1,0 +1,131 @@
+"""Where checkpoints live: lookup order, the official download, and an atomic, verified write."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ..errors import CheckpointError, CheckpointNotFoundError
+from .reader import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX, read_state_dict, verify_state_dict
+
+OFFICIAL_CHECKPOINTS: tuple[str, ...] = ("amt-s.pth", "amt-l.pth", "amt-g.pth", "gopro_amt-s.pth")
+DOWNLOAD_URL = "https://huggingface.co/lalala125/AMT/resolve/main/{name}"
+MODELS_ENV = "AMT_VFI_MODELS"
+CACHE_ENV = "AMT_VFI_CACHE"
+CHECKPOINT_SUFFIXES = (*PICKLE_SUFFIXES, SAFETENSORS_SUFFIX)
+
+
+def user_cache_dir() -> Path:
+    """`$AMT_VFI_CACHE`, else `$XDG_CACHE_HOME/amt-vfi`, else `~/.cache/amt-vfi`."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "amt-vfi"
+
+
+def search_dirs(host_dirs: Iterable[str | Path] = ()) -> list[Path]:
+    """Lookup order: `$AMT_VFI_MODELS`, the host's folders (e.g. ComfyUI's), the user cache."""
+    dirs = [Path(os.environ[MODELS_ENV])] if os.environ.get(MODELS_ENV) else []
+    dirs += [Path(d) for d in host_dirs]
+    dirs.append(user_cache_dir())
+    unique: list[Path] = []
+    for folder in dirs:
+        if folder not in unique:
+            unique.append(folder)
+    return unique
+
+
+def _candidate_names(name: str) -> list[str]:
+    stem = Path(name).stem if Path(name).suffix.lower() in CHECKPOINT_SUFFIXES else name
+    names = [name] if Path(name).suffix.lower() in CHECKPOINT_SUFFIXES else []
+    return names + [stem + suffix for suffix in (".pth", SAFETENSORS_SUFFIX) if stem + suffix not in names]
+
+
+def find_checkpoint(name: str, dirs: Sequence[Path]) -> Path | None:
+    """First file for `name` (also as .pth/.safetensors twin) in `dirs` or their `amt/` subfolders."""
+    for folder in dirs:
+        for sub in (folder, folder / "amt"):
+            for candidate in _candidate_names(name):
+                if (sub / candidate).is_file():
+                    return sub / candidate
+    return None
+
+
+def available_checkpoints(dirs: Sequence[Path]) -> list[str]:
+    """Names of checkpoint files present in `dirs` (not checked for content)."""
+    found: list[str] = []
+    for folder in dirs:
+        for sub in (folder, folder / "amt"):
+            if sub.is_dir():
+                found += sorted(p.name for p in sub.iterdir() if p.suffix.lower() in CHECKPOINT_SUFFIXES)
+    return list(dict.fromkeys(found))
+
+
+def _fetch(url: str, destination: Path, progress: bool) -> None:
+    from tqdm import tqdm
+
+    with urllib.request.urlopen(url, timeout=30) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with open(destination, "wb") as out, tqdm(
+            total=total, unit="B", unit_scale=True, desc=f"downloading {destination.name}", disable=not progress
+        ) as bar:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                bar.update(len(chunk))
+
+
+def download_checkpoint(name: str, folder: Path, progress: bool = True) -> Path:
+    """Download an official checkpoint into `folder`; kept only if it verifies as an AMT checkpoint."""
+    if name not in OFFICIAL_CHECKPOINTS:
+        raise CheckpointNotFoundError(
+            f"{name!r} is not an official AMT checkpoint, so it cannot be downloaded; "
+            f"official names: {', '.join(OFFICIAL_CHECKPOINTS)}"
+        )
+    url = DOWNLOAD_URL.format(name=name)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        _fetch(url, temp, progress)
+        verify_state_dict(read_state_dict(temp), url)
+        target = folder / name
+        os.replace(temp, target)
+        return target
+    except (urllib.error.URLError, OSError, TimeoutError) as error:
+        raise CheckpointNotFoundError(
+            f"could not download {name} from {url} ({error}). Download it by hand and put it in {folder} "
+            f"(or in the folder named by ${MODELS_ENV})"
+        ) from None
+    except CheckpointError as error:
+        raise CheckpointError(f"the download of {name} is not a valid AMT checkpoint: {error}") from None
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def resolve_checkpoint(name_or_path: str | Path, host_dirs: Iterable[str | Path] = (), download: bool = True) -> Path:
+    """A checkpoint file for a path or a name, looked up in order and downloaded only when missing
+    (into the first folder of the lookup order)."""
+    as_path = Path(name_or_path)
+    if as_path.is_file():
+        return as_path
+    name = str(name_or_path)
+    if as_path.parent != Path(".") or not name:
+        raise CheckpointNotFoundError(f"checkpoint file not found: {as_path}")
+    if not Path(name).suffix:
+        name += ".pth"
+    dirs = search_dirs(host_dirs)
+    found = find_checkpoint(name, dirs)
+    if found is not None:
+        return found
+    searched = ", ".join(str(d) for d in dirs)
+    if not download or name not in OFFICIAL_CHECKPOINTS:
+        raise CheckpointNotFoundError(
+            f"checkpoint {name!r} not found in: {searched}. Put the file in one of these folders"
+            + (f" (official names: {', '.join(OFFICIAL_CHECKPOINTS)})" if name not in OFFICIAL_CHECKPOINTS else "")
+        )
+    return download_checkpoint(name, dirs[0])

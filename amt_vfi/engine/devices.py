@@ -1,0 +1,54 @@
+"""Device and precision choices."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISION_CHOICES: tuple[str, ...] = ("auto", *PRECISIONS)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks CUDA, then MPS, then the CPU; an unavailable explicit choice is an error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise InputError("device 'mps' was asked for but MPS is not available; use --device cpu or auto")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or mps") from None
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """'auto' is float16 on CUDA (tensor cores) and float32 elsewhere, where half precision is slow."""
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, not {precision!r}")
+    if precision == "fp16" and device.type == "cpu":
+        raise InputError("fp16 is not supported on the CPU (too slow and inexact there); use fp32 or bf16")
+    return PRECISIONS[precision]
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    )
+
+
+def release_cached_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()

@@ -1,0 +1,235 @@
+"""The interpolation engine shared by the library, the CLI and the ComfyUI nodes.
+
+Frames are float tensors in [0, 1], H x W x C (C >= 3; channels past the third are dropped, as the
+seed node does). Results come back on the CPU as float32 H x W x 3.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import resolve_checkpoint
+from ..errors import AmtVfiError, InputError, OutOfMemoryError
+from ..network import AMT, CORRELATION_MODES, CorrelationMode, all_pairs_bytes
+from .devices import is_out_of_memory, release_cached_memory, resolve_device, resolve_precision
+from .model_cache import cached_model
+from .padding import Padding, alignment_for, padding_for
+from .plan import PlannedFrame
+
+CutPredicate = Callable[[torch.Tensor, torch.Tensor], bool]
+GIB = 1 << 30
+
+
+def _default_budget(device: torch.device) -> int:
+    """Bytes the engine lets one pair use on `device`."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.6)
+    return 2 * GIB
+
+
+def _check_frame(frame: torch.Tensor, name: str) -> None:
+    if not isinstance(frame, torch.Tensor) or frame.dim() != 3 or frame.shape[-1] < 3:
+        shape = tuple(frame.shape) if isinstance(frame, torch.Tensor) else type(frame).__name__
+        raise InputError(f"{name} must be an H x W x C image tensor with C >= 3, got {shape}")
+    if not frame.is_floating_point():
+        raise InputError(f"{name} must hold floats in [0, 1], got dtype {frame.dtype}")
+
+
+def _check_times(timesteps: Sequence[float]) -> list[float]:
+    times = [float(t) for t in timesteps]
+    for t in times:
+        if not 0.0 < t < 1.0:
+            raise InputError(f"time steps must lie strictly between 0 and 1 (0 and 1 are the inputs), got {t}")
+    return times
+
+
+class Interpolator:
+    """AMT interpolation of frame pairs and frame streams with bounded memory.
+
+    `model` is a loaded `AMT`, a checkpoint path, or a checkpoint name ('amt-s', 'amt-l', 'amt-g',
+    'gopro_amt-s', looked up and downloaded as `resolve_checkpoint` does). `scale_factor` < 1 runs the
+    network at reduced resolution (faster, less detail: 0.5 suits 4K). `correlation` forces the
+    all-pairs volume or the on-demand lookup; 'auto' picks by memory. `max_batch` bounds how many time
+    steps of one pair are decoded together.
+    """
+
+    def __init__(
+        self,
+        model: AMT | str | Path = "amt-s",
+        *,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        correlation: CorrelationMode = "auto",
+        scale_factor: float = 1.0,
+        max_batch: int = 8,
+        memory_budget_bytes: int | None = None,
+        channels_last: bool | None = None,
+        compile: bool = False,
+        checkpoint_dirs: Iterable[str | Path] = (),
+    ) -> None:
+        if correlation not in CORRELATION_MODES:
+            raise InputError(f"correlation must be one of {', '.join(CORRELATION_MODES)}, not {correlation!r}")
+        if max_batch < 1:
+            raise InputError(f"max_batch must be at least 1, got {max_batch}")
+        alignment_for(scale_factor)
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        if isinstance(model, AMT):
+            self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        else:
+            name = str(model)
+            path = resolve_checkpoint(name, checkpoint_dirs) if not Path(name).is_file() else Path(name)
+            self.model = cached_model(path, self.device, self.dtype)
+        self.model.set_mps_safe_warp(self.device.type == "mps")
+        if channels_last if channels_last is not None else self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        self.channels_last = bool(channels_last if channels_last is not None else self.device.type == "cuda")
+        self._decode = torch.compile(self.model.decode, dynamic=True) if compile else self.model.decode
+        self.correlation = correlation
+        self.scale_factor = scale_factor
+        self.max_batch = max_batch
+        self.memory_budget_bytes = memory_budget_bytes
+
+    # -- sizing ---------------------------------------------------------------------------------
+
+    def _budget(self) -> int:
+        return self.memory_budget_bytes or _default_budget(self.device)
+
+    def _batch_size(self, steps: int, height: int, width: int) -> int:
+        """Time steps decoded together: as many as the budget holds (a rough per-step activation cost)."""
+        per_step = (48 + 16 * self.model.spec.fields) * height * width * 4
+        return max(1, min(steps, self.max_batch, self._budget() // per_step))
+
+    def correlation_mode_for(self, height: int, width: int) -> CorrelationMode:
+        """The correlation used for padded frames of this size: all-pairs while it fits half the budget."""
+        if self.correlation != "auto":
+            return self.correlation
+        work_h, work_w = (int(size * self.scale_factor) // 8 for size in (height, width))
+        fits = all_pairs_bytes(1, work_h, work_w) <= self._budget() // 2
+        return "all-pairs" if fits else "on-demand"
+
+    # -- one pair -------------------------------------------------------------------------------
+
+    def _to_network(self, frame: torch.Tensor, padding: Padding) -> torch.Tensor:
+        image = frame[..., :3].to(self.device, torch.float32, non_blocking=True).permute(2, 0, 1).unsqueeze(0)
+        if not torch.isfinite(image).all():
+            raise InputError("a frame contains NaN or infinite pixel values; clean the frames before interpolating")
+        image = padding.apply(image)
+        return image.contiguous(memory_format=torch.channels_last) if self.channels_last else image
+
+    def _decode_all(
+        self, img0: torch.Tensor, img1: torch.Tensor, times: list[float], padding: Padding, mode: str, batch: int
+    ) -> torch.Tensor:
+        with torch.inference_mode():
+            features = self.model.encode(img0, img1, self.scale_factor, correlation=mode)
+            results = []
+            for start in range(0, len(times), batch):
+                chunk = times[start : start + batch]
+                embt = torch.tensor(chunk, dtype=torch.float32, device=self.device).view(-1, 1, 1, 1)
+                frames = padding.crop(self._decode(features, embt))
+                results.append(frames.permute(0, 2, 3, 1).to("cpu", torch.float32))
+        output = torch.cat(results)
+        if not torch.isfinite(output).all():
+            raise AmtVfiError("the network produced non-finite values; please report this with the input size")
+        return output
+
+    def interpolate_pair(self, frame0: torch.Tensor, frame1: torch.Tensor, timesteps: Sequence[float]) -> torch.Tensor:
+        """Frames at `timesteps` (each in (0, 1)) between two H x W x C frames -> T x H x W x 3 on the CPU.
+
+        The pair is encoded once; on out-of-memory the time-step batch is halved, then the on-demand
+        correlation is used, before giving up with advice.
+        """
+        _check_frame(frame0, "frame0")
+        _check_frame(frame1, "frame1")
+        if frame0.shape != frame1.shape:
+            raise InputError(f"both frames must have one size, got {tuple(frame0.shape)} and {tuple(frame1.shape)}")
+        times = _check_times(timesteps)
+        height, width = frame0.shape[:2]
+        if not times:
+            return torch.empty(0, height, width, 3)
+        padding = padding_for(height, width, self.scale_factor)
+        img0, img1 = self._to_network(frame0, padding), self._to_network(frame1, padding)
+        padded_h, padded_w = img0.shape[-2:]
+        mode = self.correlation_mode_for(padded_h, padded_w)
+        batch = self._batch_size(len(times), padded_h, padded_w)
+        while True:
+            try:
+                return self._decode_all(img0, img1, times, padding, mode, batch)
+            except Exception as error:
+                if not is_out_of_memory(error):
+                    raise
+            release_cached_memory(self.device)
+            if batch > 1:
+                batch = max(1, batch // 2)
+                self.max_batch = batch
+            elif mode != "on-demand":
+                mode = "on-demand"
+            else:
+                raise OutOfMemoryError(
+                    f"out of memory on {self.device} for {width}x{height} frames even one time step at a time "
+                    "with the on-demand correlation; use a scale factor of 0.5 (or 0.25), fp16 precision, "
+                    "or the CPU"
+                )
+
+    # -- streams --------------------------------------------------------------------------------
+
+    def run(
+        self,
+        frames: Iterable[torch.Tensor],
+        plan: Iterable[PlannedFrame],
+        is_cut: CutPredicate | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield the planned output frames in order while reading `frames` lazily.
+
+        Only the current pair is held, so memory does not grow with the length of the stream. Originals
+        come back bit-identical (first three channels). Across a pair that `is_cut` flags, nothing is
+        blended: in-between times before 0.5 hold the first frame, later ones the second.
+        """
+        window = _FrameWindow(iter(frames))
+        for (source, original), group in itertools.groupby(plan, key=lambda p: (p.source, p.is_original)):
+            items = list(group)
+            if original:
+                frame = window.get(source)
+                for _ in items:
+                    yield frame[..., :3].to("cpu", torch.float32)
+                continue
+            frame0, frame1 = window.get(source), window.get(source + 1)
+            if is_cut is not None and is_cut(frame0, frame1):
+                for item in items:
+                    yield (frame0 if item.time < 0.5 else frame1)[..., :3].to("cpu", torch.float32)
+                continue
+            yield from self.interpolate_pair(frame0, frame1, [item.time for item in items])
+
+
+class _FrameWindow:
+    """Random access to a forward-only frame stream, keeping only frames still ahead of the plan."""
+
+    def __init__(self, frames: Iterator[torch.Tensor]) -> None:
+        self._frames = frames
+        self._held: dict[int, torch.Tensor] = {}
+        self._next = 0
+
+    def get(self, index: int) -> torch.Tensor:
+        for old in [i for i in self._held if i < index]:
+            del self._held[old]
+        while self._next <= index:
+            try:
+                frame = next(self._frames)
+            except StopIteration:
+                raise InputError(f"the plan needs frame {index} but the input ended after {self._next} frames") from None
+            if self._next == index:
+                self._held[self._next] = frame
+            self._next += 1
+        if index not in self._held:
+            raise InputError(f"frame {index} was requested after the stream had moved past it")
+        return self._held[index]
+
+
+def frames_in_order(frames: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Iterate an N x H x W x C batch frame by frame (views, no copies)."""
+    return (frames[i] for i in range(frames.shape[0]))

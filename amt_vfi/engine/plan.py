@@ -1,0 +1,106 @@
+"""Plans: which output frames to produce, in order, as originals or times between two inputs.
+
+A plan is a sequence of `PlannedFrame`s whose `source` never decreases, so it can be executed while
+the input streams past, holding only the current pair of frames.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+from ..errors import InputError
+
+SkipPredicate = Callable[[int], bool]
+
+
+@dataclass(frozen=True)
+class PlannedFrame:
+    """Input frame `source` itself (time 0), or the frame at `time` in (0, 1) between `source` and `source + 1`."""
+
+    source: int
+    time: float = 0.0
+
+    @property
+    def is_original(self) -> bool:
+        return self.time == 0.0
+
+
+def _never(_: int) -> bool:
+    return False
+
+
+def _check_frame_count(frame_count: int) -> None:
+    if frame_count < 2:
+        raise InputError(f"interpolation needs at least 2 frames, got {frame_count}")
+
+
+def _pair_frames(pair: int, multiplier: int, skip: SkipPredicate) -> Iterator[PlannedFrame]:
+    yield PlannedFrame(pair)
+    if not skip(pair):
+        for step in range(1, multiplier):
+            yield PlannedFrame(pair, step / multiplier)
+
+
+def multiplier_plan(frame_count: int, multiplier: int, skip: SkipPredicate = _never) -> list[PlannedFrame]:
+    """Every pair gets `multiplier - 1` frames at times j / multiplier, unless `skip(pair)`; the last
+    input frame closes the sequence (the seed node's order)."""
+    _check_frame_count(frame_count)
+    if multiplier < 1:
+        raise InputError(f"multiplier must be at least 1, got {multiplier}")
+    plan = [item for pair in range(frame_count - 1) for item in _pair_frames(pair, multiplier, skip)]
+    plan.append(PlannedFrame(frame_count - 1))
+    return plan
+
+
+def schedule_plan(frame_count: int, multipliers: Sequence[int], skip: SkipPredicate = _never) -> list[PlannedFrame]:
+    """One multiplier per pair (a schedule): a short list is extended with 2s, extra entries ignored.
+
+    As in the seed node, 0 drops the pair (its first frame, and for the last pair the final frame too)
+    and 1 keeps the first frame without new ones. Unlike the seed, `skip` is asked about the real pair
+    index, and negative entries or an all-zero schedule are refused instead of crashing.
+    """
+    _check_frame_count(frame_count)
+    pairs = frame_count - 1
+    values = [*multipliers[:pairs], *[2] * max(0, pairs - len(multipliers))]
+    for pair, value in enumerate(values):
+        if value < 0:
+            raise InputError(f"multiplier schedule entry {pair} is {value}: entries must be 0 or more")
+    if not any(values):
+        raise InputError("every multiplier in the schedule is 0, which would output no frames at all")
+    plan = [item for pair, value in enumerate(values) if value for item in _pair_frames(pair, value, skip)]
+    if values[-1]:
+        plan.append(PlannedFrame(frame_count - 1))
+    return plan
+
+
+def retime_plan(frame_count: int, source_fps: Fraction, target_fps: Fraction) -> list[PlannedFrame]:
+    """Output frames at the target rate over the input's duration (frame_count / source_fps).
+
+    Output frame k sits at input position k * source_fps / target_fps; positions on an input frame are
+    that original, and positions past the last frame hold it.
+    """
+    _check_frame_count(frame_count)
+    if source_fps <= 0 or target_fps <= 0:
+        raise InputError(f"frame rates must be positive, got {source_fps} -> {target_fps}")
+    ratio = Fraction(source_fps) / Fraction(target_fps)
+    output_count = max(1, math.floor(frame_count / ratio + Fraction(1, 2)))
+    plan = []
+    for k in range(output_count):
+        position = k * ratio
+        source = math.floor(position)
+        if source >= frame_count - 1:
+            plan.append(PlannedFrame(frame_count - 1))
+        else:
+            plan.append(PlannedFrame(source, float(position - source)))
+    return plan
+
+
+def skip_predicate(indices: Sequence[int], is_skip_list: bool) -> SkipPredicate:
+    """A skip list names pairs not to interpolate; a keep list names the only pairs to interpolate."""
+    chosen = frozenset(indices)
+    if is_skip_list:
+        return chosen.__contains__
+    return lambda pair: pair not in chosen
