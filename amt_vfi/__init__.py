@@ -1,11 +1,11 @@
 """AMT video frame interpolation: the network, checkpoint handling, and a memory-bounded engine.
 
-    import amt_vfi
-    model = amt_vfi.load_model("amt-s.pth")                  # any official checkpoint, .pth or .safetensors
-    middle = model(img0, img1, torch.full((1, 1, 1, 1), 0.5))  # B x 3 x H x W, H and W multiples of 16
+import amt_vfi
+model = amt_vfi.load_model("amt-s.pth")                  # any official checkpoint, .pth or .safetensors
+middle = model(img0, img1, torch.full((1, 1, 1, 1), 0.5))  # B x 3 x H x W, H and W multiples of 16
 
-    engine = amt_vfi.Interpolator("amt-s", device="auto")   # any frame size, batching, fallbacks
-    frames = engine.interpolate_pair(frame0, frame1, [0.25, 0.5, 0.75])  # H x W x C in, T x H x W x 3 out
+engine = amt_vfi.Interpolator("amt-s", device="auto")   # any frame size, batching, fallbacks
+frames = engine.interpolate_pair(frame0, frame1, [0.25, 0.5, 0.75])  # H x W x C in, T x H x W x 3 out
 """
 
 from .checkpoints import (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import pickletools
 import zipfile
 from pathlib import Path
 
@@ -15,16 +16,55 @@ PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
 
 
+SAFE_MODULES = ("torch", "collections", "_codecs", "numpy")
+
+
+def _pickle_bytes(path: Path) -> bytes:
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            return archive.read(member) if member else b""
+    return path.read_bytes()
+
+
+def _foreign_imports(path: Path) -> list[str]:
+    """Callables outside torch that the pickle would import (and could call), read without unpickling."""
+    imports, strings = [], []
+    try:
+        for opcode, arg, _ in pickletools.genops(_pickle_bytes(path)):
+            if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(arg)
+            elif opcode.name == "GLOBAL":
+                imports.append(str(arg).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                imports.append(f"{strings[-2]}.{strings[-1]}")
+    except (ValueError, EOFError, zipfile.BadZipFile, KeyError, OSError):
+        pass
+    return [name for name in imports if not name.startswith(SAFE_MODULES)]
+
+
 def _read_pickle(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
+    except pickle.UnpicklingError:
+        foreign = _foreign_imports(path)
+        if foreign:
+            raise CheckpointError(
+                f"refused to load {path}: unpickling it would run code ({', '.join(sorted(set(foreign))[:3])}); "
+                "it is not a plain weights file. Use an official AMT checkpoint or a .safetensors file."
+            ) from None
         raise CheckpointError(
-            f"refused to load {path}: it is not a plain weights file, and unpickling it would run code "
-            f"({str(error).splitlines()[0][:200]}). Use an official AMT checkpoint or a .safetensors file."
+            f"{path} is not a readable PyTorch checkpoint (no plain pickle of tensors); re-download it"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, AttributeError) as error:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({error}); re-download it") from None
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({_first_line(error)}); re-download it"
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(error).__name__
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -70,9 +70,12 @@ def _fetch(url: str, destination: Path, progress: bool) -> None:
 
     with urllib.request.urlopen(url, timeout=30) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with open(destination, "wb") as out, tqdm(
-            total=total, unit="B", unit_scale=True, desc=f"downloading {destination.name}", disable=not progress
-        ) as bar:
+        with (
+            open(destination, "wb") as out,
+            tqdm(
+                total=total, unit="B", unit_scale=True, desc=f"downloading {destination.name}", disable=not progress
+            ) as bar,
+        ):
             while chunk := response.read(1 << 20):
                 out.write(chunk)
                 bar.update(len(chunk))

@@ -221,7 +221,9 @@ class _FrameWindow:
             try:
                 frame = next(self._frames)
             except StopIteration:
-                raise InputError(f"the plan needs frame {index} but the input ended after {self._next} frames") from None
+                raise InputError(
+                    f"the plan needs frame {index} but the input ended after {self._next} frames"
+                ) from None
             if self._next == index:
                 self._held[self._next] = frame
             self._next += 1

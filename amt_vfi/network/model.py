@@ -53,7 +53,9 @@ class PairFeatures:
 
 def _check_pair(img0: torch.Tensor, img1: torch.Tensor, scale_factor: float) -> None:
     if img0.dim() != 4 or img0.shape[1] != 3 or img0.shape != img1.shape:
-        raise ValueError(f"expected two B x 3 x H x W frames of one shape, got {tuple(img0.shape)} and {tuple(img1.shape)}")
+        raise ValueError(
+            f"expected two B x 3 x H x W frames of one shape, got {tuple(img0.shape)} and {tuple(img1.shape)}"
+        )
     height, width = img0.shape[-2:]
     work_h, work_w = int(height * scale_factor), int(width * scale_factor)
     if work_h % 16 or work_w % 16:
@@ -109,7 +111,11 @@ class AMT(nn.Module):
 
     def _levels(self) -> list[tuple[int, nn.Module, nn.Module | None]]:
         if self.spec.high_res_updates:
-            return [(1, self.update4, None), (2, self.update3_low, self.update3_high), (4, self.update2_low, self.update2_high)]
+            return [
+                (1, self.update4, None),
+                (2, self.update3_low, self.update3_high),
+                (4, self.update2_low, self.update2_high),
+            ]
         return [(1, self.update4, None), (2, self.update3, None), (4, self.update2, None)]
 
     def encode(
@@ -179,7 +185,9 @@ class AMT(nn.Module):
             flow0 = flow0 + delta_motion[:, 0:2]
             flow1 = flow1 + delta_motion[:, 2:4]
             if high_block is not None:
-                delta_feature, delta_motion = high_block(feature, torch.cat([flow0, flow1], dim=1), resize(corr, factor))
+                delta_feature, delta_motion = high_block(
+                    feature, torch.cat([flow0, flow1], dim=1), resize(corr, factor)
+                )
                 feature = feature + delta_feature
                 flow0 = flow0 + delta_motion[:, 0:2]
                 flow1 = flow1 + delta_motion[:, 2:4]
@@ -205,8 +213,12 @@ class AMT(nn.Module):
             masks, residuals = resize(masks, back), resize(residuals, back)
         n = self.spec.fields
         batch, _, height, width = features.frame0.shape
-        warped0 = warp(features.frame0.repeat_interleave(n, dim=0), flows0.reshape(batch * n, 2, height, width), self._mps_safe)
-        warped1 = warp(features.frame1.repeat_interleave(n, dim=0), flows1.reshape(batch * n, 2, height, width), self._mps_safe)
+        warped0 = warp(
+            features.frame0.repeat_interleave(n, dim=0), flows0.reshape(batch * n, 2, height, width), self._mps_safe
+        )
+        warped1 = warp(
+            features.frame1.repeat_interleave(n, dim=0), flows1.reshape(batch * n, 2, height, width), self._mps_safe
+        )
         warped0 = warped0.view(batch, n, 3, height, width)
         warped1 = warped1.view(batch, n, 3, height, width)
         weight = masks.unsqueeze(2)

@@ -1,0 +1,148 @@
+"""Checkpoint files: formats, variant detection, refusal of unsafe or foreign files, lookup, download."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+import amt_vfi
+from amt_vfi.checkpoints import store
+from amt_vfi.errors import CheckpointError, CheckpointNotFoundError
+
+
+def test_official_pth_loads_with_variant_from_keys(amt_s_path: Path, tmp_path: Path) -> None:
+    disguised = tmp_path / "amt-g.pth"  # the name says G, the weights say S
+    disguised.write_bytes(amt_s_path.read_bytes())
+    model = amt_vfi.load_model(disguised)
+    assert model.spec.name == "amt-s"
+    assert not model.training
+    assert all(not p.requires_grad for p in model.parameters())
+
+
+def test_bare_state_dict_and_safetensors_load_identically(amt_s_path: Path, tmp_path: Path) -> None:
+    state = torch.load(amt_s_path, weights_only=True)["state_dict"]
+    torch.save(state, tmp_path / "bare.pth")
+    converted = tmp_path / "weights.safetensors"
+    assert amt_vfi.convert_to_safetensors(amt_s_path, converted).name == "amt-s"
+    for path in (tmp_path / "bare.pth", converted):
+        loaded = amt_vfi.load_model(path).state_dict()
+        assert loaded.keys() == state.keys()
+        assert all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_load_model_honours_dtype(amt_s_path: Path) -> None:
+    model = amt_vfi.load_model(amt_s_path, device="cpu", dtype=torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_pickle_that_would_run_code_is_refused_without_running(tmp_path: Path) -> None:
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "amt-s.pth"
+    with open(evil, "wb") as handle:
+        pickle.dump({"state_dict": _RunsCode(marker)}, handle)
+    torch.save({"state_dict": {"x": _RunsCode(marker)}}, tmp_path / "zipped.pth")
+    for path in (evil, tmp_path / "zipped.pth"):
+        with pytest.raises(CheckpointError, match=r"would run code \(posix.mkdir\)") as caught:
+            amt_vfi.load_model(path)
+        assert str(path) in str(caught.value)
+    assert not marker.exists()
+
+
+def test_corrupt_file_names_the_file(tmp_path: Path) -> None:
+    for name in ("broken.pth", "broken.safetensors"):
+        path = tmp_path / name
+        path.write_bytes(b"\x00garbage" * 100)
+        with pytest.raises(CheckpointError, match="not a readable") as caught:
+            amt_vfi.load_model(path)
+        assert str(path) in str(caught.value)
+
+
+def test_foreign_architecture_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "rife.pth"
+    torch.save({"state_dict": {"block0.conv0.weight": torch.zeros(3, 3)}}, path)
+    with pytest.raises(CheckpointError, match="not an AMT checkpoint.*block0.conv0.weight"):
+        amt_vfi.load_model(path)
+
+
+def test_damaged_amt_checkpoint_lists_missing_and_reshaped_keys(amt_s_path: Path, tmp_path: Path) -> None:
+    state = torch.load(amt_s_path, weights_only=True)["state_dict"]
+    del state["decoder1.convblock.2.bias"]
+    state["comb_block.1.weight"] = torch.zeros(5)
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "damaged.pth"
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(CheckpointError) as caught:
+        amt_vfi.load_model(path)
+    message = str(caught.value)
+    assert "looks like amt-s" in message
+    assert "missing keys: decoder1.convblock.2.bias" in message
+    assert "unexpected keys: extra.weight" in message
+    assert "comb_block.1.weight (5,) != (18,)" in message
+
+
+def test_missing_file_is_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        amt_vfi.load_model(tmp_path / "nope.pth")
+
+
+def test_lookup_order_env_then_host_then_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amt_s_path: Path
+) -> None:
+    env_dir, host_dir, cache_dir = (tmp_path / n for n in ("env", "host", "cache"))
+    for folder in (env_dir, host_dir / "amt", cache_dir):
+        folder.mkdir(parents=True)
+    monkeypatch.setenv("AMT_VFI_MODELS", str(env_dir))
+    monkeypatch.setenv("AMT_VFI_CACHE", str(cache_dir))
+    (cache_dir / "amt-s.pth").write_bytes(amt_s_path.read_bytes())
+    assert store.resolve_checkpoint("amt-s", download=False) == cache_dir / "amt-s.pth"
+    (host_dir / "amt" / "amt-s.safetensors").write_bytes(b"x")
+    assert store.resolve_checkpoint("amt-s.pth", [host_dir], download=False) == host_dir / "amt" / "amt-s.safetensors"
+    (env_dir / "amt-s.pth").write_bytes(b"x")
+    assert store.resolve_checkpoint("amt-s.pth", [host_dir], download=False) == env_dir / "amt-s.pth"
+    assert store.search_dirs([host_dir]) == [env_dir, host_dir, cache_dir]
+
+
+def test_download_is_verified_and_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amt_s_path: Path) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "amt-s.pth").write_bytes(amt_s_path.read_bytes())
+    (served / "amt-l.pth").write_bytes(b"<html>rate limited</html>")
+    monkeypatch.setattr(store, "DOWNLOAD_URL", served.as_uri() + "/{name}")
+    target = tmp_path / "models"
+    assert store.download_checkpoint("amt-s.pth", target, progress=False) == target / "amt-s.pth"
+    assert amt_vfi.load_model(target / "amt-s.pth").spec.name == "amt-s"
+    with pytest.raises(CheckpointError, match="download of amt-l.pth is not a valid AMT checkpoint"):
+        store.download_checkpoint("amt-l.pth", target, progress=False)
+    assert sorted(p.name for p in target.iterdir()) == ["amt-s.pth"]
+
+
+def test_offline_download_says_where_to_put_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "DOWNLOAD_URL", "http://127.0.0.1:9/{name}")
+    monkeypatch.setenv("AMT_VFI_MODELS", str(tmp_path / "models"))
+    with pytest.raises(CheckpointNotFoundError) as caught:
+        store.resolve_checkpoint("amt-g.pth")
+    message = str(caught.value)
+    assert "could not download amt-g.pth" in message
+    assert f"put it in {tmp_path / 'models'}" in message
+    assert not any((tmp_path / "models").iterdir())
+
+
+def test_unknown_name_lists_official_names(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointNotFoundError, match="official names: amt-s.pth"):
+        store.resolve_checkpoint("amt-xl.pth")
+
+
+def test_default_download_url_is_the_official_hub() -> None:
+    assert store.DOWNLOAD_URL.format(name="amt-s.pth") == "https://huggingface.co/lalala125/AMT/resolve/main/amt-s.pth"

@@ -1,0 +1,167 @@
+"""The network is AMT: official keys and shapes, golden outputs, and the exactness of our shortcuts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import DATA, load_golden
+
+from amt_vfi.checkpoints import standin_state_dict
+from amt_vfi.network import AMT, CHECKPOINT_VARIANTS, VARIANTS
+from amt_vfi.network.correlation import AllPairsCorrelation, OnDemandCorrelation, build_correlation
+
+MODES = ("all-pairs", "on-demand")
+
+
+@pytest.mark.parametrize("name", ["amt-s", "amt-l", "amt-g", "gopro_amt-s"])
+def test_state_dict_matches_official_manifest(name: str) -> None:
+    manifest = json.loads((DATA / "manifests" / f"{name}.json").read_text())
+    model = AMT(CHECKPOINT_VARIANTS[name])
+    assert {key: list(value.shape) for key, value in model.state_dict().items()} == manifest
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, AMT]:
+    built = {}
+    for name in ("amt-s", "amt-l"):
+        model = AMT(VARIANTS[name])
+        model.load_state_dict(standin_state_dict(name))
+        built[name] = model.eval()
+    return built
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", ["m1", "m2"])
+def test_golden_model_cases(models: dict[str, AMT], golden_cases: dict, case: str, mode: str) -> None:
+    spec = next(c for c in golden_cases["model"] if c["id"] == case)
+    data = load_golden(case)
+    model = models[spec["model"]]
+    with torch.inference_mode():
+        features = model.encode(data["img0"], data["img1"], spec["scale"], correlation=mode)
+        output = model.decode(features, data["embt"])
+    diff = (output - data["imgt_pred"]).abs()
+    assert output.shape == data["imgt_pred"].shape
+    assert diff.max() <= 5e-4
+    assert diff.mean() <= 2e-5
+
+
+def _random_features(seed: int, batch: int = 1, dim: int = 16, h: int = 24, w: int = 20):
+    generator = torch.Generator().manual_seed(seed)
+    fmap0 = torch.randn(batch, dim, h, w, generator=generator)
+    fmap1 = torch.randn(batch, dim, h, w, generator=generator)
+    # Centres that wander inside, near and beyond the borders, with fractional parts.
+    centres = [torch.rand(batch * 3, 2, h, w, generator=generator) * (w + 16) - 8 for _ in range(2)]
+    return fmap0, fmap1, centres
+
+
+def _brute_force_lookup(fmap_src: torch.Tensor, fmap_tgt: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Reference semantics written out point by point: pooled volume, zero-padded bilinear, x slow."""
+    batch, dim, h, w = fmap_src.shape
+    volume = torch.einsum("bdp,bdq->bpq", fmap_src.flatten(2), fmap_tgt.flatten(2)) / dim**0.5
+    planes = volume.view(batch, h * w, h, w)
+    steps = centres.shape[0] // batch
+    out = torch.zeros(centres.shape[0], 4 * 49, h, w)
+    for level in range(4):
+        level_h, level_w = planes.shape[-2:]
+        for n in range(centres.shape[0]):
+            plane = planes[n % batch]
+            for a in range(7):
+                for b in range(7):
+                    x = centres[n, 0] / 2**level + (a - 3)
+                    y = centres[n, 1] / 2**level + (b - 3)
+                    x0, y0 = x.floor(), y.floor()
+                    value = torch.zeros(h, w)
+                    for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+                        xi, yi = (x0 + dx).long(), (y0 + dy).long()
+                        weight = (1 - (x - x0 - dx).abs()) * (1 - (y - y0 - dy).abs())
+                        inside = (xi >= 0) & (xi < level_w) & (yi >= 0) & (yi < level_h)
+                        idx = yi.clamp(0, level_h - 1) * level_w + xi.clamp(0, level_w - 1)
+                        sampled = plane.flatten(1).gather(1, idx.flatten().unsqueeze(1)).view(h, w)
+                        value += weight * sampled * inside
+                    out[n, level * 49 + a * 7 + b] = value
+        planes = torch.nn.functional.avg_pool2d(planes, 2, 2)
+    assert steps >= 1
+    return out
+
+
+def test_both_correlations_equal_brute_force() -> None:
+    fmap0, fmap1, (fwd, bwd) = _random_features(0)
+    expected = torch.cat([_brute_force_lookup(fmap0, fmap1, fwd), _brute_force_lookup(fmap1, fmap0, bwd)], 1)
+    for lookup in (AllPairsCorrelation(fmap0, fmap1), OnDemandCorrelation(fmap0, fmap1)):
+        got = lookup(fwd, bwd)
+        assert got.shape == (3, 392, 24, 20)
+        assert (got - expected).abs().max() <= 1e-5
+
+
+def test_correlation_modes_agree_on_odd_sizes_and_batches() -> None:
+    fmap0, fmap1, (fwd, bwd) = _random_features(1, batch=2, dim=84, h=17, w=23)
+    fwd, bwd = fwd[:4], bwd[:4]
+    all_pairs = AllPairsCorrelation(fmap0, fmap1)(fwd, bwd)
+    on_demand = OnDemandCorrelation(fmap0, fmap1)(fwd, bwd)
+    assert (all_pairs - on_demand).abs().max() <= 1e-5
+
+
+def test_auto_mode_picks_by_budget() -> None:
+    fmap0, fmap1, _ = _random_features(2)
+    assert isinstance(build_correlation(fmap0, fmap1, "auto", budget_bytes=1 << 30), AllPairsCorrelation)
+    assert isinstance(build_correlation(fmap0, fmap1, "auto", budget_bytes=1000), OnDemandCorrelation)
+    with pytest.raises(ValueError, match="correlation mode"):
+        build_correlation(fmap0, fmap1, "fast")
+
+
+def _frames(seed: int, h: int = 128, w: int = 160) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.rand(1, 3, h // 8, w // 8 + 2, generator=generator)
+    base = torch.nn.functional.interpolate(base, size=(h, w + 16), mode="bilinear", align_corners=False)
+    return base[..., :w].contiguous(), base[..., 6 : w + 6].contiguous()
+
+
+def test_model_output_equal_across_correlation_modes(models: dict[str, AMT]) -> None:
+    img0, img1 = _frames(3)
+    embt = torch.full((1, 1, 1, 1), 0.4)
+    with torch.inference_mode():
+        outputs = [models["amt-s"].decode(models["amt-s"].encode(img0, img1, correlation=m), embt) for m in MODES]
+    assert (outputs[0] - outputs[1]).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_time_step_batch_equals_separate_forwards(models: dict[str, AMT], mode: str) -> None:
+    model = models["amt-l"]
+    img0, img1 = _frames(4)
+    times = [0.25, 0.5, 0.75]
+    model.correlation_mode = mode
+    try:
+        batched = model.interpolate(img0, img1, times)
+        with torch.inference_mode():
+            separate = torch.cat([model(img0, img1, torch.full((1, 1, 1, 1), t)) for t in times])
+    finally:
+        model.correlation_mode = "auto"
+    assert batched.shape == (3, 3, 128, 160)
+    assert (batched - separate).abs().max() <= 1e-5
+
+
+def test_scale_factor_half_runs_at_reduced_size(models: dict[str, AMT]) -> None:
+    img0, img1 = _frames(5, h=256, w=256)
+    with torch.inference_mode():
+        half = models["amt-s"](img0, img1, torch.full((1, 1, 1, 1), 0.5), scale_factor=0.5)
+        full = models["amt-s"](img0, img1, torch.full((1, 1, 1, 1), 0.5))
+    assert half.shape == full.shape == (1, 3, 256, 256)
+    assert torch.isfinite(half).all()
+    assert (half - full).abs().mean() < 0.05
+
+
+def test_unpadded_size_is_refused_with_advice(models: dict[str, AMT]) -> None:
+    img = torch.rand(1, 3, 130, 200)
+    with pytest.raises(ValueError, match="multiple of 16: pad the frames first"):
+        models["amt-s"](img, img, torch.full((1, 1, 1, 1), 0.5))
+
+
+def test_mps_safe_warp_equals_border_warp() -> None:
+    from amt_vfi.network.layers import warp
+
+    generator = torch.Generator().manual_seed(6)
+    image = torch.rand(2, 3, 20, 30, generator=generator)
+    flow = (torch.rand(2, 2, 20, 30, generator=generator) - 0.5) * 40
+    assert (warp(image, flow) - warp(image, flow, clamp_coordinates=True)).abs().max() <= 1e-6
