@@ -1,0 +1,115 @@
+"""Reading and writing frames: video files (PyAV) and folders of images (Pillow/PyAV), torch-free.
+
+``open_source`` streams RGB frames from a video or an image folder; ``open_sink`` writes them to a video
+or a folder of PNGs. Sinks build their output in a hidden temp (``.NAME.partial-XXXXXXXX``) next to the
+destination and rename it into place only when the ``with`` block ends without an exception, so an
+existing output is never touched unless ``overwrite`` is set and the new one is complete.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+from .base import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FrameSink, FrameSource, SourceInfo, as_rate
+from .errors import (
+    InconsistentFramesError,
+    InputNotFoundError,
+    MediaError,
+    NotEnoughFramesError,
+    OutputExistsError,
+    OutputWriteError,
+    UnreadableInputError,
+    UnsupportedOutputError,
+)
+from .images import OUTPUT_PATTERN, ImageFolderSink, ImageFolderSource
+from .video import DEFAULT_CODEC, VideoSink, VideoSource
+
+__all__ = [
+    "DEFAULT_CODEC",
+    "IMAGE_EXTENSIONS",
+    "OUTPUT_PATTERN",
+    "VIDEO_EXTENSIONS",
+    "FrameSink",
+    "FrameSource",
+    "ImageFolderSink",
+    "ImageFolderSource",
+    "InconsistentFramesError",
+    "InputNotFoundError",
+    "MediaError",
+    "NotEnoughFramesError",
+    "OutputExistsError",
+    "OutputWriteError",
+    "SourceInfo",
+    "UnreadableInputError",
+    "UnsupportedOutputError",
+    "VideoSink",
+    "VideoSource",
+    "is_video_output",
+    "open_sink",
+    "open_source",
+]
+
+
+def _absolute(path: str | Path) -> Path:
+    """Absolute path without resolving symlinks, so ``.`` and ``out/`` still have a file name."""
+    return Path(os.path.abspath(os.path.expanduser(path)))
+
+
+def is_video_output(path: str | Path) -> bool:
+    """Outputs with a video extension are video files; anything else (or an existing folder) is a folder."""
+    target = Path(path)
+    return target.suffix.lower() in VIDEO_EXTENSIONS and not target.is_dir()
+
+
+def open_source(path: str | Path, fps: Fraction | None = None) -> FrameSource:
+    """Open a video file or an image folder for streaming; ``fps`` overrides the rate the source reports."""
+    source = _absolute(path)
+    if not source.exists():
+        raise InputNotFoundError(f"Input {source} does not exist; check the path")
+    rate = None if fps is None else as_rate(fps)
+    if source.is_dir():
+        return ImageFolderSource(source, rate)
+    if source.suffix.lower() in IMAGE_EXTENSIONS:
+        raise NotEnoughFramesError(
+            f"Input {source} is a single image; interpolation needs at least 2 frames, "
+            "so pass the folder that holds the images"
+        )
+    return VideoSource(source, rate)
+
+
+def open_sink(
+    path: str | Path,
+    *,
+    fps: Fraction,
+    width: int,
+    height: int,
+    bit_depth: int = 8,
+    overwrite: bool = False,
+    crf: int = 18,
+    codec: str = DEFAULT_CODEC,
+    audio_from: str | Path | None = None,
+    metadata_from: str | Path | None = None,
+) -> FrameSink:
+    """Create the writer for ``path``: a video for video extensions, else a folder of numbered PNGs.
+
+    ``audio_from`` and ``metadata_from`` only apply to video outputs (folders have nowhere to keep them).
+    Raises :class:`OutputExistsError` when ``path`` exists (an empty folder does not count) and
+    ``overwrite`` is false.
+    """
+    target = _absolute(path)
+    if not is_video_output(target):
+        return ImageFolderSink(target, width=width, height=height, bit_depth=bit_depth, overwrite=overwrite)
+    return VideoSink(
+        target,
+        fps=fps,
+        width=width,
+        height=height,
+        bit_depth=bit_depth,
+        overwrite=overwrite,
+        crf=crf,
+        codec=codec,
+        audio_from=None if audio_from is None else _absolute(audio_from),
+        metadata_from=None if metadata_from is None else _absolute(metadata_from),
+    )

@@ -1,0 +1,81 @@
+"""Atomic outputs: build the result in a hidden temp next to the destination, rename it into place at the end.
+
+A crash or Ctrl-C therefore never leaves a half-written video or folder under the requested name, and an
+existing output is only replaced once the new one is complete. Temps are named ``.NAME.partial-XXXXXXXX``
+in the destination's folder so the final rename stays on one file system.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from .errors import OutputExistsError, OutputWriteError, translate_errors
+
+
+def is_vacant(path: Path) -> bool:
+    """True when writing to ``path`` destroys nothing: it is absent or an empty folder."""
+    if not os.path.lexists(path):
+        return True
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
+def check_destination(path: Path, overwrite: bool) -> None:
+    """Refuse to clobber an existing output unless the user asked for it."""
+    if not overwrite and not is_vacant(path):
+        raise OutputExistsError(f"Output {path} already exists; use --overwrite to replace it")
+
+
+def _sibling(path: Path, tag: str, *, directory: bool) -> Path:
+    """Create a new, uniquely named hidden file or folder next to ``path``."""
+    while True:
+        candidate = path.with_name(f".{path.name}.{tag}-{secrets.token_hex(4)}")
+        try:
+            if directory:
+                candidate.mkdir()
+            else:
+                os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+
+
+def make_temp(path: Path, *, directory: bool) -> Path:
+    """Create the temp that stands in for ``path`` (a folder or a file) until :func:`commit`."""
+    message = f"Cannot create a temporary output next to {path}; check permissions"
+    with translate_errors(OutputWriteError, message):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _sibling(path, "partial", directory=directory)
+
+
+def discard(temp: Path) -> None:
+    """Remove a temp file or folder; used on failure, so it never raises."""
+    if temp.is_dir() and not temp.is_symlink():
+        shutil.rmtree(temp, ignore_errors=True)
+    else:
+        temp.unlink(missing_ok=True)
+
+
+def commit(temp: Path, path: Path, *, overwrite: bool) -> None:
+    """Move ``temp`` to ``path``, replacing an existing output only when ``overwrite`` is set.
+
+    ``rename`` replaces a file or an empty folder atomically; a non-empty folder (or a file replaced by a
+    folder and vice versa) is first moved aside, so the old output is restored if the swap fails.
+    """
+    check_destination(path, overwrite)
+    with translate_errors(OutputWriteError, f"Cannot move the finished output into place at {path}"):
+        same_kind = path.is_file() if temp.is_file() else is_vacant(path)
+        if not os.path.lexists(path) or same_kind:
+            os.replace(temp, path)
+            return
+        aside = _sibling(path, "old", directory=True)
+        os.rename(path, aside / path.name)
+        try:
+            os.rename(temp, path)
+        except OSError:
+            os.rename(aside / path.name, path)
+            aside.rmdir()
+            raise
+        shutil.rmtree(aside, ignore_errors=True)

@@ -1,0 +1,129 @@
+"""Carrying the audio of an input into a video output while the video is being encoded.
+
+Packets are copied unchanged when the output container accepts the codec and re-encoded (AAC, or the
+container's own default when it cannot hold AAC) otherwise. They are muxed in step with the video so
+the file is interleaved and nothing is buffered for the whole clip.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from av.container import InputContainer, OutputContainer
+
+from .errors import InputNotFoundError, OutputWriteError, UnreadableInputError, translate_errors
+
+log = logging.getLogger(__name__)
+
+FALLBACK_AUDIO_CODEC = "aac"
+
+
+def _stream_start(stream: av.stream.Stream) -> Fraction:
+    """Start time of ``stream`` in seconds (0 when unknown)."""
+    if stream.start_time is None or stream.time_base is None:
+        return Fraction(0)
+    return stream.start_time * stream.time_base
+
+
+def _supported_rate(codec: av.Codec, rate: int) -> int:
+    """``rate`` if the encoder takes it, else the next higher one it takes (Opus has a fixed set)."""
+    rates = sorted(codec.audio_rates or ())
+    if not rates or rate in rates:
+        return rate
+    return next((candidate for candidate in rates if candidate > rate), rates[-1])
+
+
+def packet_time(packet: av.Packet) -> Fraction:
+    """Decoding time of a packet in seconds, for interleaving."""
+    timestamp = packet.dts if packet.dts is not None else packet.pts
+    if timestamp is None or packet.time_base is None:
+        return Fraction(0)
+    return timestamp * packet.time_base
+
+
+class AudioCarrier:
+    """Adds the audio streams of ``source`` to ``output`` and feeds their packets on demand."""
+
+    def __init__(self, output: OutputContainer, source: Path) -> None:
+        if not source.exists():
+            raise InputNotFoundError(f"Audio source {source} does not exist; check the path")
+        with translate_errors(UnreadableInputError, f"Cannot read audio from {source}"):
+            self._input: InputContainer = av.open(str(source))
+        try:
+            self._setup(output, source)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, output: OutputContainer, source: Path) -> None:
+        streams = list(self._input.streams.audio)
+        video = self._input.streams.video
+        # Keep audio aligned with the first video frame, which becomes time 0 in the output.
+        self._offset = _stream_start(video[0]) if video else Fraction(0)
+        self._targets: dict[int, av.stream.Stream] = {}
+        self._transcoded: set[int] = set()
+        supported = output.supported_codecs
+        fallback = FALLBACK_AUDIO_CODEC if FALLBACK_AUDIO_CODEC in supported else output.default_audio_codec
+        with translate_errors(OutputWriteError, f"Cannot add the audio of {source} to the output"):
+            for stream in streams:
+                name = stream.codec_context.name
+                if name in supported:
+                    self._targets[stream.index] = output.add_stream_from_template(stream)
+                elif fallback in supported:
+                    log.info("re-encoding %s audio from %s to %s", name, source, fallback)
+                    rate = _supported_rate(av.Codec(fallback, "w"), stream.rate)
+                    self._targets[stream.index] = output.add_stream(fallback, rate=rate, layout=stream.layout)
+                    self._transcoded.add(stream.index)
+                else:
+                    log.warning("output container cannot hold audio; dropping the audio of %s", source)
+        self._source = source
+        self._packets = self._generate()
+        self._pending: av.Packet | None = None
+
+    def _shifted(self, packet: av.Packet) -> av.Packet:
+        shift = round(self._offset / packet.time_base) if packet.time_base is not None else 0
+        if shift:
+            if packet.pts is not None:
+                packet.pts -= shift
+            if packet.dts is not None:
+                packet.dts -= shift
+        return packet
+
+    def _generate(self) -> Iterator[av.Packet]:
+        inputs = [stream for stream in self._input.streams.audio if stream.index in self._targets]
+        if not inputs:
+            return
+        for packet in self._input.demux(inputs):
+            target = self._targets[packet.stream.index]
+            if packet.stream.index not in self._transcoded:
+                if packet.size:
+                    packet.stream = target
+                    yield self._shifted(packet)
+                continue
+            for frame in packet.decode():
+                for encoded in target.encode(frame):
+                    yield self._shifted(encoded)
+        for index in self._transcoded:
+            for encoded in self._targets[index].encode(None):
+                yield self._shifted(encoded)
+
+    def mux_until(self, output: OutputContainer, until: Fraction | None) -> None:
+        """Mux audio packets that decode before ``until`` seconds (all remaining ones for ``None``)."""
+        with translate_errors(OutputWriteError, f"Cannot copy the audio of {self._source} into the output"):
+            while True:
+                packet = self._pending if self._pending is not None else next(self._packets, None)
+                if packet is None:
+                    return
+                if until is not None and packet_time(packet) > until:
+                    self._pending = packet
+                    return
+                self._pending = None
+                output.mux(packet)
+
+    def close(self) -> None:
+        """Release the audio source."""
+        self._input.close()

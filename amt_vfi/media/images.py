@@ -1,0 +1,175 @@
+"""Folders of numbered images as frame sources and sinks.
+
+PNG and TIFF are decoded with FFmpeg's image decoders because Pillow reduces 16-bit colour images to
+8 bits; the other formats (JPEG, WebP, BMP) only hold 8-bit data and go through Pillow. Output frames
+are PNGs named ``frame_000000.png``, ``frame_000001.png``, ... (six digits, zero-based, so the number is
+the frame index; more digits appear past 999999 and natural sorting keeps the order).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from .base import (
+    IMAGE_EXTENSIONS,
+    FrameSink,
+    FrameSource,
+    SourceInfo,
+    dtype_for,
+    is_high_bit_depth,
+    rgb_format,
+)
+from .errors import (
+    InconsistentFramesError,
+    NotEnoughFramesError,
+    OutputWriteError,
+    UnreadableInputError,
+    translate_errors,
+)
+
+DEFAULT_IMAGE_FPS = Fraction(24)
+OUTPUT_PATTERN = "frame_{:06d}.png"
+
+# Formats that can carry 16-bit colour, recognised by their magic bytes.
+_FFMPEG_DECODERS = {b"\x89PNG": "png", b"II*\x00": "tiff", b"MM\x00*": "tiff"}
+
+
+def natural_key(name: str) -> list[str | int]:
+    """Sort key that orders embedded numbers by value, so ``f2.png`` comes before ``f10.png``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name.lower())]
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Visible image files of ``folder`` in natural order; other files are ignored."""
+    with translate_errors(UnreadableInputError, f"Cannot list input folder {folder}; check permissions"):
+        entries = [
+            entry
+            for entry in folder.iterdir()
+            if not entry.name.startswith(".") and entry.suffix.lower() in IMAGE_EXTENSIONS and entry.is_file()
+        ]
+    return sorted(entries, key=lambda entry: (natural_key(entry.name), entry.name))
+
+
+def _decode_with_ffmpeg(data: bytes, decoder: str) -> np.ndarray:
+    context = av.CodecContext.create(decoder, "r")
+    decoded = context.decode(av.Packet(data)) + context.decode(None)
+    if not decoded:
+        raise ValueError("no picture in file")
+    frame = decoded[0]
+    return frame.to_ndarray(format=rgb_format(16 if is_high_bit_depth(frame.format) else 8))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode one image to H x W x 3 RGB, uint16 for 16-bit files and uint8 otherwise; alpha is dropped."""
+    with translate_errors(UnreadableInputError, f"Cannot read image {path}; is the file damaged?"):
+        data = path.read_bytes()
+        decoder = _FFMPEG_DECODERS.get(data[:4])
+        if decoder is not None:
+            return _decode_with_ffmpeg(data, decoder)
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    with (
+        translate_errors(UnreadableInputError, f"Cannot read image {path}; is the file damaged?"),
+        Image.open(path) as image,
+    ):
+        return image.size
+
+
+def convert_depth(frame: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Bring a frame to the folder's bit depth, so a stray 8-bit file in a 16-bit folder still fits."""
+    dtype = dtype_for(bit_depth)
+    if frame.dtype == dtype:
+        return frame
+    if dtype == np.uint16:
+        return frame.astype(np.uint16) * 257
+    return ((frame.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+class ImageFolderSource(FrameSource):
+    """Frames from the images of a folder; the first image fixes the size and bit depth."""
+
+    def __init__(self, folder: Path, fps: Fraction | None = None) -> None:
+        files = list_images(folder)
+        if len(files) < 2:
+            found = "no images" if not files else f"only one image ({files[0].name})"
+            kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
+            raise NotEnoughFramesError(
+                f"Input folder {folder} has {found}; interpolation needs at least 2 frames ({kinds})"
+            )
+        first = read_image(files[0])
+        height, width = first.shape[:2]
+        for file in files[1:]:
+            self._check_size(file, image_size(file), files[0], (width, height))
+        self.files = files
+        info = SourceInfo(
+            width=width,
+            height=height,
+            fps=fps or DEFAULT_IMAGE_FPS,
+            frame_count=len(files),
+            bit_depth=16 if first.dtype == np.uint16 else 8,
+            has_audio=False,
+            is_video=False,
+            variable_frame_rate=False,
+            rotation=0,
+        )
+        super().__init__(folder, info)
+
+    @staticmethod
+    def _check_size(file: Path, size: tuple[int, int], first: Path, first_size: tuple[int, int]) -> None:
+        if size != first_size:
+            raise InconsistentFramesError(
+                f"Image {file} is {size[0]}x{size[1]} but {first} is {first_size[0]}x{first_size[1]}; "
+                "all frames in a folder must have the same size"
+            )
+
+    def _iter_from(self, start_index: int) -> Iterator[np.ndarray]:
+        size = (self.info.width, self.info.height)
+        for file in self.files[start_index:]:
+            frame = read_image(file)
+            self._check_size(file, (frame.shape[1], frame.shape[0]), self.files[0], size)
+            yield convert_depth(frame, self.info.bit_depth)
+
+
+def encode_png(frame: np.ndarray) -> bytes:
+    """PNG bytes of an RGB frame, 16 bits per channel for uint16 input (Pillow cannot write 16-bit RGB)."""
+    deep = frame.dtype == np.uint16
+    picture = av.VideoFrame.from_ndarray(frame, format=rgb_format(16 if deep else 8))
+    encoder = av.CodecContext.create("png", "w")
+    encoder.width, encoder.height = picture.width, picture.height
+    encoder.pix_fmt = "rgb48be" if deep else "rgb24"
+    return b"".join(bytes(packet) for packet in encoder.encode(picture) + encoder.encode(None))
+
+
+class ImageFolderSink(FrameSink):
+    """Writes numbered PNGs into a temp folder that replaces the destination folder at the end."""
+
+    def __init__(self, folder: Path, *, width: int, height: int, bit_depth: int, overwrite: bool) -> None:
+        super().__init__(
+            folder, width=width, height=height, bit_depth=bit_depth, overwrite=overwrite, directory=True
+        )
+
+    def _open(self) -> None:
+        """Nothing to open: each frame is its own file."""
+
+    def _write(self, frame: np.ndarray) -> None:
+        target = self._temp / OUTPUT_PATTERN.format(self.frames_written)
+        with translate_errors(OutputWriteError, f"Cannot write {target.name} for output {self.path}"):
+            target.write_bytes(encode_png(frame))
+
+    def _finish(self) -> None:
+        """Every frame is already on disk."""
+
+    def _cancel(self) -> None:
+        """Nothing to close; the temp folder is removed by the base class."""

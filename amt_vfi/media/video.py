@@ -1,0 +1,395 @@
+"""Video files as frame sources and sinks (PyAV).
+
+Reading converts every frame to packed RGB (uint8, or uint16 for sources with more than 8 bits) and
+reports the rotation without applying it. Writing encodes H.264 ``yuv420p`` by default; sizes that the
+pixel format's chroma subsampling cannot represent (odd width or height for 4:2:0) are padded on the
+right/bottom by repeating the edge pixels, so no content is lost; :attr:`VideoSink.encoded_width` /
+:attr:`VideoSink.encoded_height` give the encoded size. Frame ``i`` gets timestamp ``i`` in a ``1/fps``
+time base.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from itertools import chain, islice, pairwise
+from pathlib import Path
+
+import av
+import numpy as np
+from av.container import InputContainer
+from av.video.stream import VideoStream
+
+from .audio import AudioCarrier, packet_time
+from .base import FrameSink, FrameSource, SourceInfo, as_rate, is_high_bit_depth, rgb_format
+from .errors import (
+    LIBRARY_ERRORS,
+    MediaError,
+    NotEnoughFramesError,
+    OutputWriteError,
+    UnreadableInputError,
+    UnsupportedOutputError,
+    translate_errors,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CODEC = "libx264"
+# Frames whose timestamps are checked for a variable frame rate, plus slack for B-frame reordering:
+# sorting the pts of the first N + margin packets yields the first N presentation timestamps.
+VFR_SAMPLE = 50
+REORDER_MARGIN = 16
+
+# Demuxers whose packet pts do not follow display order with B-frames (AVI stores none): frames_from
+# decodes from the start and counts frames there.
+_COUNT_ONLY_FORMATS = frozenset({"avi"})
+
+CONTAINER_FORMATS = {
+    ".mp4": "mp4",
+    ".m4v": "mp4",
+    ".mkv": "matroska",
+    ".mov": "mov",
+    ".webm": "webm",
+    ".avi": "avi",
+}
+# Used instead of the default codec when the container cannot hold H.264.
+_NATIVE_CODECS = {"webm": "libvpx-vp9"}
+_CRF_CODECS = frozenset({"libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1"})
+# Encoder options that keep libx265 from printing its banner to the terminal.
+_QUIET_OPTIONS = {"libx265": {"x265-params": "log-level=error"}}
+# Preferred pixel formats by (codec is lossy, bit depth): compact YUV 4:2:0 for lossy codecs, RGB for
+# lossless ones such as FFV1 so they stay lossless.
+_PIXEL_FORMATS = {
+    (True, 8): ("yuv420p",),
+    (True, 16): ("yuv420p10le", "yuv420p12le", "yuv420p"),
+    (False, 8): ("gbrp", "bgr0", "rgb24", "yuv444p"),
+    (False, 16): ("gbrp16le", "rgb48le", "gbrp12le", "gbrp10le", "yuv444p16le"),
+}
+
+
+@dataclass(frozen=True)
+class ColorInfo:
+    """Colour tags of a video (FFmpeg ``AVCOL_*`` enum values; 2, or 0 for the range, mean unspecified)."""
+
+    primaries: int = 2
+    trc: int = 2
+    colorspace: int = 2
+    color_range: int = 0
+
+
+def _open_input(path: Path) -> InputContainer:
+    with translate_errors(
+        UnreadableInputError,
+        f"Cannot read {path} as a video; check that it is a video file that FFmpeg decodes",
+    ):
+        return av.open(str(path))
+
+
+def _video_stream(container: InputContainer, path: Path) -> VideoStream:
+    if not container.streams.video:
+        raise UnreadableInputError(f"Input {path} has no video stream; pass a video file or an image folder")
+    return container.streams.video[0]
+
+
+def _packets(container: InputContainer, stream: VideoStream) -> Iterator[av.Packet]:
+    """Real packets of ``stream`` (no flush markers, nothing the demuxer marks for discarding)."""
+    for packet in container.demux(stream):
+        if packet.size and not packet.is_discard:
+            yield packet
+
+
+def _leading_pts(container: InputContainer, stream: VideoStream, count: int) -> list[int] | None:
+    """Sorted pts of the first ``count + REORDER_MARGIN`` packets (all of them in a shorter file), so the
+    first ``count`` are the first presentation timestamps; None when packets carry no pts."""
+    stamps: list[int] = []
+    for packet in _packets(container, stream):
+        if packet.pts is None:
+            return None
+        stamps.append(packet.pts)
+        if len(stamps) >= count + REORDER_MARGIN:
+            break
+    return sorted(stamps)
+
+
+def _frame_rate(stream: VideoStream, stamps: list[int] | None, path: Path) -> Fraction:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return Fraction(rate)
+    if stamps and len(stamps) > 1 and stream.time_base:
+        steps = sorted(b - a for a, b in pairwise(stamps))
+        median = steps[len(steps) // 2] * stream.time_base
+        if median > 0:
+            return (1 / median).limit_denominator(1001)
+    raise UnreadableInputError(f"Cannot tell the frame rate of {path}; pass the frame rate explicitly")
+
+
+def _is_variable(stamps: list[int], time_base: Fraction, fps: Fraction) -> bool:
+    """Any step between consecutive frames off by more than half a frame period."""
+    period = 1 / fps
+    return any(abs((b - a) * time_base - period) > period / 2 for a, b in pairwise(stamps))
+
+
+def _rotation(frame: av.VideoFrame, tag: str | None) -> int:
+    """Counter-clockwise display rotation in 0..359 from the display matrix, else the ``rotate`` tag."""
+    degrees = getattr(frame, "rotation", 0) or tag or 0
+    try:
+        return round(float(degrees)) % 360
+    except ValueError:
+        return 0
+
+
+def probe_video(path: Path, fps: Fraction | None = None) -> tuple[SourceInfo, ColorInfo]:
+    """Metadata of a video from its header, the timestamps of its first frames and its first frame."""
+    with _open_input(path) as container:
+        stream = _video_stream(container, path)
+        with translate_errors(
+            UnreadableInputError, f"Cannot read the frames of {path}; the file may be damaged"
+        ):
+            scanned = _leading_pts(container, stream, VFR_SAMPLE)
+        stamps = None if scanned is None else scanned[:VFR_SAMPLE]
+        rate = _frame_rate(stream, stamps, path)
+        variable = bool(stamps and stream.time_base) and _is_variable(stamps, stream.time_base, rate)
+        whole_file = scanned is not None and len(scanned) < VFR_SAMPLE + REORDER_MARGIN
+        frame_count = stream.frames or (len(scanned) if whole_file else None)
+        has_audio = bool(container.streams.audio)
+        rotate_tag = stream.metadata.get("rotate")
+    with _open_input(path) as container:
+        stream = _video_stream(container, path)
+        with translate_errors(UnreadableInputError, f"Cannot decode {path}; the file may be damaged"):
+            first = next(container.decode(stream), None)
+    if first is None:
+        raise NotEnoughFramesError(
+            f"Input {path} has no decodable frames; interpolation needs at least 2 frames"
+        )
+    if frame_count is not None and frame_count < 2:
+        raise NotEnoughFramesError(
+            f"Input {path} has {frame_count} frame; interpolation needs at least 2 frames"
+        )
+    info = SourceInfo(
+        width=first.width,
+        height=first.height,
+        fps=fps or rate,
+        frame_count=frame_count,
+        bit_depth=16 if is_high_bit_depth(first.format) else 8,
+        has_audio=has_audio,
+        is_video=True,
+        variable_frame_rate=variable,
+        rotation=_rotation(first, rotate_tag),
+    )
+    color = ColorInfo(
+        int(first.color_primaries), int(first.color_trc), int(first.colorspace), int(first.color_range)
+    )
+    return info, color
+
+
+class VideoSource(FrameSource):
+    """Decodes a video file's first video stream, one pass per :meth:`frames` call."""
+
+    def __init__(self, path: Path, fps: Fraction | None = None) -> None:
+        info, self.color = probe_video(path, fps)
+        super().__init__(path, info)
+
+    def _iter_from(self, start_index: int) -> Iterator[np.ndarray]:
+        pixel_format = rgb_format(self.info.bit_depth)
+        with _open_input(self.path) as container:
+            stream = _video_stream(container, self.path)
+            stream.thread_type = "AUTO"
+            with translate_errors(
+                UnreadableInputError, f"Cannot decode {self.path}; the file may be damaged"
+            ):
+                for frame in self._decoded_from(container, stream, start_index):
+                    yield frame.to_ndarray(format=pixel_format)
+
+    def _decoded_from(
+        self, container: InputContainer, stream: VideoStream, start_index: int
+    ) -> Iterator[av.VideoFrame]:
+        """Decoded frames from ``start_index`` on: seek to the keyframe before it, then drop by pts."""
+        if start_index == 0:
+            return container.decode(stream)
+        stamps = None
+        if not _COUNT_ONLY_FORMATS.intersection(container.format.name.split(",")):
+            with _open_input(self.path) as scan:
+                stamps = _leading_pts(scan, _video_stream(scan, self.path), start_index + 1)
+        if stamps is None:
+            return islice(container.decode(stream), start_index, None)
+        if len(stamps) <= start_index:
+            return iter(())
+        return _seek_to(container, stream, stamps[start_index], stamps[0])
+
+
+def _seek_to(
+    container: InputContainer, stream: VideoStream, target: int, earliest: int
+) -> Iterator[av.VideoFrame]:
+    """Frames with pts >= ``target``; seeks further back while the landing keyframe is after the target."""
+    step = max(1, round(1 / stream.time_base))  # one second, doubled on each retry
+    position = target
+    while True:
+        container.seek(position, stream=stream, backward=True)
+        decoded = container.decode(stream)
+        first = next(decoded, None)
+        landed = first is not None and first.pts is not None and first.pts <= target
+        if landed or position <= earliest:
+            break
+        position = max(earliest, target - step)
+        step *= 2
+    if first is None:
+        return
+    for frame in chain([first], decoded):
+        if frame.pts is not None and frame.pts >= target:
+            yield frame
+            break
+    yield from decoded
+
+
+def choose_pixel_format(codec: av.Codec, bit_depth: int) -> str:
+    """The encoder pixel format for ``codec``: see ``_PIXEL_FORMATS``, else the codec's first format."""
+    supported = [fmt.name for fmt in codec.video_formats or ()]
+    for name in _PIXEL_FORMATS[(bool(codec.lossy), bit_depth)]:
+        if name in supported:
+            return name
+    return supported[0] if supported else "yuv420p"
+
+
+def _subsampling(pixel_format: str) -> tuple[int, int]:
+    """How many pixels (x, y) share one chroma sample; the encoded size must be a multiple of these."""
+    probe = av.VideoFormat(pixel_format, 64, 64)
+    return 64 // min(c.width for c in probe.components), 64 // min(c.height for c in probe.components)
+
+
+class VideoSink(FrameSink):
+    """Encodes frames into a video container, optionally carrying audio and metadata of another file."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fps: Fraction,
+        width: int,
+        height: int,
+        bit_depth: int = 8,
+        overwrite: bool = False,
+        crf: int = 18,
+        codec: str = DEFAULT_CODEC,
+        audio_from: Path | None = None,
+        metadata_from: Path | None = None,
+    ) -> None:
+        self._format = CONTAINER_FORMATS.get(path.suffix.lower())
+        if self._format is None:
+            known = ", ".join(sorted(CONTAINER_FORMATS))
+            raise UnsupportedOutputError(
+                f"Cannot write {path}: use one of {known} or an output folder for PNGs"
+            )
+        if codec not in av.codecs_available:
+            raise UnsupportedOutputError(f"Codec {codec} is not available for {path}; pick another codec")
+        self.fps = as_rate(fps)
+        self._codec, self._crf = codec, crf
+        self._audio_from, self._metadata_from = audio_from, metadata_from
+        self._container: av.container.OutputContainer | None = None
+        self._audio: AudioCarrier | None = None
+        self._colorspace: int | None = None
+        self._color_range: int | None = None
+        super().__init__(
+            path, width=width, height=height, bit_depth=bit_depth, overwrite=overwrite, directory=False
+        )
+
+    def _open(self) -> None:
+        with translate_errors(OutputWriteError, f"Cannot start writing {self.path}"):
+            self._container = av.open(str(self._temp), "w", format=self._format)
+            self._stream = self._add_video_stream(self._container)
+        if self._metadata_from is not None:
+            self._copy_metadata(self._metadata_from)
+        if self._audio_from is not None:
+            self._audio = AudioCarrier(self._container, self._audio_from)
+
+    def _add_video_stream(self, container: av.container.OutputContainer) -> VideoStream:
+        codec = self._codec
+        if codec == DEFAULT_CODEC and codec not in container.supported_codecs:
+            codec = _NATIVE_CODECS.get(self._format, container.default_video_codec)
+        if codec not in container.supported_codecs:
+            raise UnsupportedOutputError(
+                f"Codec {codec} cannot be stored in {self.path.suffix} files ({self.path}); "
+                "pick another codec or container"
+            )
+        self._pixel_format = choose_pixel_format(av.Codec(codec, "w"), self.bit_depth)
+        step_x, step_y = _subsampling(self._pixel_format)
+        self._pad = (-self.height % step_y, -self.width % step_x)
+        self.encoded_height = self.height + self._pad[0]
+        self.encoded_width = self.width + self._pad[1]
+        stream = container.add_stream(codec, rate=self.fps)
+        stream.width, stream.height = self.encoded_width, self.encoded_height
+        stream.pix_fmt = self._pixel_format
+        stream.time_base = 1 / self.fps
+        options = dict(_QUIET_OPTIONS.get(codec, {}))
+        if codec in _CRF_CODECS:
+            options["crf"] = str(self._crf)
+            stream.codec_context.bit_rate = 0  # constant quality, not a bitrate cap
+        stream.codec_context.options = options
+        if codec == "libx265" and self._format in ("mp4", "mov"):
+            stream.codec_context.codec_tag = "hvc1"  # the tag Apple players require for HEVC
+        return stream
+
+    def _copy_metadata(self, source: Path) -> None:
+        """Best effort: rotation and colour tags of ``source``; problems are logged, never raised."""
+        if source.is_dir():
+            return
+        try:
+            info, color = probe_video(source)
+            self._apply_metadata(info.rotation, color)
+        except (MediaError, *LIBRARY_ERRORS) as exc:
+            log.warning("not copying the metadata of %s: %s", source, exc)
+
+    def _apply_metadata(self, rotation: int, color: ColorInfo) -> None:
+        stream = self._stream
+        if rotation:
+            if hasattr(stream, "set_display_rotation"):
+                stream.set_display_rotation(rotation)
+            else:
+                stream.metadata["rotate"] = str(rotation)
+        context, unspecified = stream.codec_context, ColorInfo()
+        if color.primaries != unspecified.primaries:
+            context.color_primaries = color.primaries
+        if color.trc != unspecified.trc:
+            context.color_trc = color.trc
+        if av.VideoFormat(self._pixel_format).is_rgb:
+            return  # the YUV matrix and range do not apply to RGB output
+        if color.colorspace != unspecified.colorspace:
+            context.colorspace = self._colorspace = color.colorspace
+        if color.color_range != unspecified.color_range:
+            context.color_range = self._color_range = color.color_range
+
+    def _write(self, frame: np.ndarray) -> None:
+        if any(self._pad):
+            frame = np.pad(frame, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format=rgb_format(self.bit_depth))
+        picture = picture.reformat(
+            format=self._pixel_format, dst_colorspace=self._colorspace, dst_color_range=self._color_range
+        )
+        picture.pts = self.frames_written
+        with translate_errors(OutputWriteError, f"Cannot encode frame {self.frames_written} of {self.path}"):
+            self._mux(self._stream.encode(picture))
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        assert self._container is not None
+        for packet in packets:
+            self._container.mux(packet)
+            if self._audio is not None:
+                self._audio.mux_until(self._container, packet_time(packet))
+
+    def _finish(self) -> None:
+        assert self._container is not None
+        with translate_errors(OutputWriteError, f"Cannot finish writing {self.path}"):
+            self._mux(self._stream.encode(None))
+            if self._audio is not None:
+                self._audio.mux_until(self._container, None)
+            self._container.close()
+            if self._audio is not None:
+                self._audio.close()
+
+    def _cancel(self) -> None:
+        for resource in (self._container, self._audio):
+            if resource is not None:
+                with contextlib.suppress(Exception):
+                    resource.close()

@@ -1,0 +1,104 @@
+"""Builders for the small media files used by tests/test_media.py (PyAV and Pillow, no external tools)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+AUDIO_RATE = 44100
+
+
+def pattern(index: int, width: int = 320, height: int = 240) -> np.ndarray:
+    """A smooth, moving RGB test picture that survives lossy coding well (PSNR > 30 dB at crf 18)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    shift = index * 6.0
+    red = 128 + 100 * np.sin((x + shift) / 23.0)
+    green = 128 + 100 * np.cos((y - shift) / 17.0)
+    blue = 128 + 60 * np.sin((x + y + 2 * shift) / 31.0)
+    return np.stack([red, green, blue], axis=-1).round().astype(np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of two uint8 images."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def _mux_sine(
+    container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float
+) -> None:
+    samples = np.sin(2 * np.pi * 440 * np.arange(round(AUDIO_RATE * seconds)) / AUDIO_RATE).astype(np.float32)
+    size = stream.codec_context.frame_size or 1024
+    for start in range(0, len(samples), size):
+        chunk = 0.3 * samples[start : start + size]
+        frame = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = start
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+
+
+def make_clip(
+    path: Path,
+    *,
+    frames: int = 24,
+    fps: Fraction = Fraction(24),
+    size: tuple[int, int] = (320, 240),
+    gop: int = 8,
+    audio_codec: str | None = "aac",
+    rotation: int = 0,
+    bt709: bool = False,
+    timestamps: Sequence[int] | None = None,
+) -> list[np.ndarray]:
+    """Write an H.264 clip (frame i at pts i in a 1/fps time base unless ``timestamps`` say otherwise)
+    with an optional sine audio track; returns the RGB frames that went in."""
+    pictures = [pattern(i, *size) for i in range(frames)]
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps, options={"crf": "16"})
+        video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
+        video.time_base = 1 / fps
+        video.codec_context.gop_size = gop
+        if rotation:
+            video.set_display_rotation(rotation)
+        if bt709:
+            video.codec_context.color_primaries = 1
+            video.codec_context.color_trc = 1
+            video.codec_context.colorspace = 1
+        audio = container.add_stream(audio_codec, rate=AUDIO_RATE, layout="stereo") if audio_codec else None
+        for index, picture in enumerate(pictures):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            if bt709:
+                frame = frame.reformat(format="yuv420p", dst_colorspace=1)
+            frame.pts = index if timestamps is None else timestamps[index]
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        if audio is not None:
+            _mux_sine(container, audio, frames / fps)
+    return pictures
+
+
+def stream_summary(path: Path) -> dict[str, object]:
+    """Codec names, packet counts and durations (seconds) of a media file, per stream type."""
+    with av.open(str(path)) as container:
+        summary: dict[str, object] = {"duration": container.duration / 1e6 if container.duration else None}
+        order = []
+        for stream in container.streams:
+            summary[f"{stream.type}_codec"] = stream.codec_context.name
+        counts: dict[str, int] = {}
+        ends: dict[str, float] = {}
+        for packet in container.demux():
+            if not packet.size:
+                continue
+            kind = packet.stream.type
+            counts[kind] = counts.get(kind, 0) + 1
+            order.append(kind)
+            end = (packet.pts + (packet.duration or 0)) * packet.time_base
+            ends[kind] = max(ends.get(kind, 0.0), float(end))
+        summary["packets"] = counts
+        summary["ends"] = ends
+        summary["order"] = order
+    return summary

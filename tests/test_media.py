@@ -1,0 +1,323 @@
+"""amt_vfi.media: reading and writing videos and image folders with real files made by PyAV and Pillow."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from media_helpers import make_clip, pattern, psnr, stream_summary
+from PIL import Image
+
+from amt_vfi.media import (
+    FrameSink,
+    InconsistentFramesError,
+    InputNotFoundError,
+    MediaError,
+    NotEnoughFramesError,
+    OutputExistsError,
+    UnreadableInputError,
+    UnsupportedOutputError,
+    open_sink,
+    open_source,
+)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[np.ndarray]]:
+    """24 frames, 320x240, 24 fps, H.264 with GOP 8 and an AAC sine track."""
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    return path, make_clip(path)
+
+
+def write_all(sink: FrameSink, frames: list[np.ndarray]) -> None:
+    with sink:
+        for frame in frames:
+            sink.write(frame)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(entry.name for entry in folder.iterdir())
+
+
+# --- video reading -------------------------------------------------------------------------------------
+
+
+def test_video_info_and_frames(clip: tuple[Path, list[np.ndarray]]) -> None:
+    path, written = clip
+    with open_source(path) as source:
+        info = source.info
+        frames = list(source.frames())
+    assert (info.width, info.height, info.fps, info.frame_count) == (320, 240, Fraction(24), 24)
+    assert info.has_audio and info.is_video and info.bit_depth == 8
+    assert not info.variable_frame_rate and info.rotation == 0
+    assert len(frames) == 24 and frames[0].dtype == np.uint8 and frames[0].shape == (240, 320, 3)
+    assert min(psnr(a, b) for a, b in zip(frames, written, strict=True)) > 30
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".avi"])  # AVI: no real pts, counted instead
+def test_frames_from_matches_full_decode(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"gop{suffix}"
+    make_clip(path, frames=20, gop=8, audio_codec=None)
+    with open_source(path) as source:
+        everything = list(source.frames())
+        for start in (1, 7, 8, 9, 15, 19, 20, 25):
+            chunk = list(source.frames_from(start))
+            assert len(chunk) == len(everything[start:]), start
+            assert all(np.array_equal(a, b) for a, b in zip(chunk, everything[start:], strict=True)), start
+
+
+def test_variable_frame_rate_and_rotation_are_reported(tmp_path: Path) -> None:
+    path = tmp_path / "vfr.mkv"
+    stamps = [0, 1, 2, 3, 5, 6, 9, 10, 11, 12, 13, 14]
+    make_clip(path, frames=len(stamps), timestamps=stamps, rotation=90, audio_codec=None)
+    with open_source(path) as source:
+        assert source.info.variable_frame_rate
+        assert source.info.rotation == 90
+        assert source.info.frame_count == len(stamps)
+
+
+def test_closing_the_source_stops_running_passes(clip: tuple[Path, list[np.ndarray]]) -> None:
+    with open_source(clip[0]) as source:
+        frames = source.frames()
+        next(frames)
+    assert next(frames, None) is None
+
+
+def test_fps_override(clip: tuple[Path, list[np.ndarray]]) -> None:
+    with open_source(clip[0], fps=Fraction(30)) as source:
+        assert source.info.fps == 30
+
+
+# --- video writing -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_sink_copies_audio_and_metadata(tmp_path: Path, suffix: str) -> None:
+    source_path = tmp_path / "src.mp4"
+    frames = make_clip(source_path, rotation=90, bt709=True)
+    out = tmp_path / f"out{suffix}"
+    sink = open_sink(
+        out, fps=Fraction(24), width=320, height=240, audio_from=source_path, metadata_from=source_path
+    )
+    write_all(sink, frames)
+    before, after = stream_summary(source_path), stream_summary(out)
+    assert after["audio_codec"] == before["audio_codec"] == "aac"
+    assert after["packets"] == before["packets"]  # every audio packet copied, nothing re-encoded
+    assert abs(after["ends"]["audio"] - before["ends"]["audio"]) < 0.15
+    assert abs(after["duration"] - 1.0) < 0.15
+    order = after["order"]
+    assert order.index("audio") < len(order) - order[::-1].index("video")  # interleaved, not appended
+    with open_source(out) as copy:
+        assert copy.info.rotation == 90 and copy.info.has_audio
+        assert min(psnr(a, b) for a, b in zip(copy.frames(), frames, strict=True)) > 30
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.color_primaries == 1
+
+
+def test_audio_reencoded_when_container_cannot_hold_it(
+    clip: tuple[Path, list[np.ndarray]], tmp_path: Path
+) -> None:
+    out = tmp_path / "out.webm"
+    write_all(
+        open_sink(out, fps=Fraction(24), width=64, height=48, audio_from=clip[0]),
+        [pattern(i, 64, 48) for i in range(6)],
+    )
+    summary = stream_summary(out)
+    assert summary["video_codec"] == "vp9"
+    assert summary["audio_codec"] in {"opus", "vorbis"}
+    assert abs(summary["ends"]["audio"] - 1.0) < 0.15
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_ntsc_rate_round_trip(tmp_path: Path, suffix: str) -> None:
+    rate = Fraction(30000, 1001)
+    out = tmp_path / f"ntsc{suffix}"
+    frames = [pattern(i, 160, 120) for i in range(12)]
+    write_all(open_sink(out, fps=rate, width=160, height=120), frames)
+    with open_source(out) as source:
+        assert source.info.fps == rate and not source.info.variable_frame_rate
+        assert len(list(source.frames())) == 12
+    assert stream_summary(out)["duration"] == pytest.approx(12 / rate, abs=0.002)
+
+
+def test_odd_size_is_padded_by_edge_replication(tmp_path: Path) -> None:
+    out = tmp_path / "odd.mp4"
+    frames = [pattern(i, 161, 121) for i in range(4)]
+    sink = open_sink(out, fps=Fraction(24), width=161, height=121)
+    write_all(sink, frames)
+    assert (sink.encoded_width, sink.encoded_height) == (162, 122)
+    with open_source(out) as source:
+        decoded = list(source.frames())
+    assert decoded[0].shape == (122, 162, 3)
+    assert min(psnr(a[:121, :161], b) for a, b in zip(decoded, frames, strict=True)) > 30
+    assert psnr(decoded[0][:121, 161], frames[0][:, 160]) > 30
+
+
+def test_lossless_16_bit_video(tmp_path: Path) -> None:
+    out = tmp_path / "deep.mkv"
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 65536, (48, 64, 3), dtype=np.uint16) for _ in range(3)]
+    write_all(open_sink(out, fps=Fraction(24), width=64, height=48, bit_depth=16, codec="ffv1"), frames)
+    with open_source(out) as source:
+        assert source.info.bit_depth == 16
+        assert all(np.array_equal(a, b) for a, b in zip(source.frames(), frames, strict=True))
+
+
+# --- image folders -------------------------------------------------------------------------------------
+
+
+def test_image_folder_natural_order_and_modes(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    base = pattern(0, 40, 30)
+    images = {
+        "f1.png": Image.fromarray(base),
+        "f2.png": Image.fromarray(base).convert("RGBA"),
+        "f10.png": Image.fromarray(base).convert("L"),
+        "f11.png": Image.fromarray(base).convert("P"),
+        "f12.png": Image.fromarray(base).convert("LA"),
+        "f20.bmp": Image.fromarray(base),
+        "f100.jpg": Image.fromarray(base),
+    }
+    for name, image in images.items():
+        image.save(folder / name)
+    Image.fromarray(base).save(folder / ".hidden.png")
+    (folder / "notes.txt").write_text("not an image")
+    with open_source(folder) as source:
+        assert source.info.frame_count == 7 and source.info.fps == 24 and not source.info.is_video
+        assert [path.name for path in source.files] == list(images)
+        frames = list(source.frames())
+        assert len(list(source.frames_from(5))) == 2
+    assert all(frame.shape == (30, 40, 3) and frame.dtype == np.uint8 for frame in frames)
+    assert np.array_equal(frames[0], base) and np.array_equal(frames[1], base)
+    assert np.array_equal(frames[2][..., 0], frames[2][..., 2])  # grey spread over three channels
+    assert np.array_equal(frames[4], frames[2])  # LA: alpha dropped, grey kept
+    assert psnr(frames[6], base) > 30
+
+
+def test_16_bit_png_round_trip_is_exact(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 65536, (31, 17, 3), dtype=np.uint16) for _ in range(3)]
+    out = tmp_path / "deep"
+    write_all(open_sink(out, fps=Fraction(24), width=17, height=31, bit_depth=16), frames)
+    assert leftovers(out) == ["frame_000000.png", "frame_000001.png", "frame_000002.png"]
+    with open_source(out) as source:
+        assert source.info.bit_depth == 16 and (source.info.width, source.info.height) == (17, 31)
+        assert all(np.array_equal(a, b) for a, b in zip(source.frames(), frames, strict=True))
+
+
+def test_16_bit_grey_png_is_read_as_uint16(tmp_path: Path) -> None:
+    folder = tmp_path / "grey"
+    folder.mkdir()
+    grey = np.arange(2 * 3 * 4, dtype=np.uint16).reshape(2, 12) * 5000
+    for index in range(2):
+        Image.fromarray(grey).save(folder / f"{index}.png")
+    with open_source(folder) as source:
+        frame = next(source.frames())
+    assert frame.dtype == np.uint16 and np.array_equal(frame[..., 1], grey)
+
+
+# --- errors --------------------------------------------------------------------------------------------
+
+
+def test_missing_input(tmp_path: Path) -> None:
+    with pytest.raises(InputNotFoundError, match="nothing.mp4"):
+        open_source(tmp_path / "nothing.mp4")
+
+
+def test_unreadable_input(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("this is not a video\n" * 20)
+    with pytest.raises(UnreadableInputError, match="fake.mp4"):
+        open_source(fake)
+
+
+@pytest.mark.parametrize("count", [0, 1])
+def test_too_few_images(tmp_path: Path, count: int) -> None:
+    for index in range(count):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{index}.png")
+    with pytest.raises(NotEnoughFramesError, match="at least 2 frames") as caught:
+        open_source(tmp_path)
+    assert str(tmp_path) in str(caught.value)
+
+
+def test_single_image_file(tmp_path: Path) -> None:
+    Image.new("RGB", (8, 8)).save(tmp_path / "one.png")
+    with pytest.raises(NotEnoughFramesError, match="one.png"):
+        open_source(tmp_path / "one.png")
+
+
+def test_inconsistent_sizes(tmp_path: Path) -> None:
+    Image.new("RGB", (8, 8)).save(tmp_path / "a1.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "a2.png")
+    Image.new("RGB", (10, 8)).save(tmp_path / "a3.png")
+    with pytest.raises(InconsistentFramesError, match=r"a3\.png is 10x8 but .*a1\.png is 8x8"):
+        open_source(tmp_path)
+
+
+def test_unsupported_outputs_leave_nothing(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedOutputError, match="out.gif"):
+        open_sink(tmp_path / "out.gif", fps=Fraction(24), width=8, height=8)
+    with pytest.raises(UnsupportedOutputError, match="ffv1"):
+        open_sink(tmp_path / "out.webm", fps=Fraction(24), width=8, height=8, codec="ffv1")
+    assert leftovers(tmp_path) == []
+
+
+def test_wrong_frame_shape(tmp_path: Path) -> None:
+    with (
+        pytest.raises(ValueError, match="shape"),
+        open_sink(tmp_path / "o", fps=24, width=8, height=8) as sink,
+    ):
+        sink.write(np.zeros((8, 9, 3), np.uint8))
+    assert leftovers(tmp_path) == []
+
+
+# --- atomic outputs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["out.mp4", "out_frames"])
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_failed_write_leaves_nothing(tmp_path: Path, name: str, error: type[BaseException]) -> None:
+    with pytest.raises(error), open_sink(tmp_path / name, fps=Fraction(24), width=32, height=32) as sink:
+        sink.write(pattern(0, 32, 32))
+        raise error("stop")
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["out.mkv", "out_frames"])
+def test_existing_output_kept_unless_overwrite(tmp_path: Path, name: str) -> None:
+    out = tmp_path / name
+    first = [pattern(i, 32, 32) for i in range(5)]
+    write_all(open_sink(out, fps=Fraction(24), width=32, height=32), first)
+    with pytest.raises(OutputExistsError, match="--overwrite") as caught:
+        open_sink(out, fps=Fraction(24), width=32, height=32)
+    assert str(out) in str(caught.value) and isinstance(caught.value, MediaError)
+    with open_source(out) as source:
+        assert source.info.frame_count == 5
+
+    write_all(open_sink(out, fps=Fraction(24), width=32, height=32, overwrite=True), first[:2])
+    with open_source(out) as source:
+        assert source.info.frame_count == 2
+    assert leftovers(tmp_path) == [name]
+
+
+def test_overwrite_happens_only_at_commit(tmp_path: Path) -> None:
+    out = tmp_path / "keep.mp4"
+    write_all(open_sink(out, fps=Fraction(24), width=32, height=32), [pattern(i, 32, 32) for i in range(3)])
+    original = out.read_bytes()
+    with pytest.raises(RuntimeError), open_sink(out, fps=24, width=32, height=32, overwrite=True) as sink:
+        sink.write(pattern(0, 32, 32))
+        assert out.read_bytes() == original
+        assert any(name.startswith(".keep.mp4.partial-") for name in leftovers(tmp_path))
+        raise RuntimeError
+    assert out.read_bytes() == original and leftovers(tmp_path) == ["keep.mp4"]
+
+
+def test_empty_existing_folder_is_not_an_existing_output(tmp_path: Path) -> None:
+    out = tmp_path / "empty"
+    out.mkdir()
+    write_all(open_sink(out, fps=Fraction(24), width=8, height=8), [np.zeros((8, 8, 3), np.uint8)] * 2)
+    assert leftovers(out) == ["frame_000000.png", "frame_000001.png"]
