@@ -1,0 +1,233 @@
+"""The engine: golden equality, any frame size, streaming with bounded memory, fallbacks, caching."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import load_golden
+
+import amt_vfi
+from amt_vfi.engine import cut_detector, model_cache, plan, retime_plan
+from amt_vfi.engine.padding import padding_for
+from amt_vfi.errors import InputError, OutOfMemoryError
+
+
+@pytest.fixture(scope="module")
+def engine(amt_s_path: Path) -> amt_vfi.Interpolator:
+    return amt_vfi.Interpolator(amt_s_path, device="cpu")
+
+
+def _golden_node_plan(case: dict, count: int) -> list[amt_vfi.PlannedFrame]:
+    skip = case["skip"]
+    predicate = amt_vfi.skip_predicate(skip["frame_indices"], skip["is_skip_list"]) if skip else plan._never
+    return amt_vfi.multiplier_plan(count, case["multiplier"], predicate)
+
+
+@pytest.mark.parametrize("correlation", ["all-pairs", "on-demand"])
+@pytest.mark.parametrize("max_batch", [1, 4])
+@pytest.mark.parametrize("case_id", ["n1", "n2"])
+def test_engine_reproduces_golden_node_cases(
+    amt_s_path: Path, golden_cases: dict, case_id: str, correlation: str, max_batch: int
+) -> None:
+    case = next(c for c in golden_cases["node"] if c["id"] == case_id)
+    data = load_golden(case_id)
+    engine = amt_vfi.Interpolator(amt_s_path, device="cpu", correlation=correlation, max_batch=max_batch)
+    frames = data["frames"]
+    output = torch.stack(list(engine.run(iter(frames), _golden_node_plan(case, frames.shape[0]))))
+    assert output.shape == data["output"].shape
+    diff = (output - data["output"]).abs()
+    assert diff.max() <= 5e-4 and diff.mean() <= 2e-5
+
+
+def test_engine_equals_network_forward_on_golden_model_case(engine: amt_vfi.Interpolator) -> None:
+    data = load_golden("m1")
+    frame0 = data["img0"][0].permute(1, 2, 0)
+    frame1 = data["img1"][0].permute(1, 2, 0)
+    output = engine.interpolate_pair(frame0, frame1, [0.5])
+    expected = data["imgt_pred"][0].permute(1, 2, 0)
+    assert (output[0] - expected).abs().max() <= 5e-4
+
+
+@pytest.mark.parametrize("size", [(40, 56), (17, 300), (1, 1), (130, 7), (96, 96)])
+def test_any_size_gives_finite_frames_of_that_size(engine: amt_vfi.Interpolator, size: tuple[int, int]) -> None:
+    generator = torch.Generator().manual_seed(sum(size))
+    frame0, frame1 = torch.rand(*size, 3, generator=generator), torch.rand(*size, 3, generator=generator)
+    output = engine.interpolate_pair(frame0, frame1, [0.3, 0.7])
+    assert output.shape == (2, *size, 3)
+    assert torch.isfinite(output).all()
+    assert output.min() >= 0 and output.max() <= 1
+
+
+def test_padding_matches_the_seed_where_it_works_and_lifts_small_sizes() -> None:
+    assert padding_for(130, 200) == padding_for(130, 200, 1.0)
+    pad = padding_for(130, 200)
+    assert (pad.top, pad.bottom, pad.left, pad.right) == (7, 7, 4, 4)
+    pad = padding_for(135, 129)
+    assert (pad.top, pad.bottom, pad.left, pad.right) == (4, 5, 7, 8)
+    pad = padding_for(40, 56)
+    assert (pad.top + pad.bottom + 40, pad.left + pad.right + 56) == (128, 128)
+    pad = padding_for(300, 500, 0.5)
+    assert ((300 + pad.top + pad.bottom) % 32, (500 + pad.left + pad.right) % 32) == (0, 0)
+    with pytest.raises(InputError, match="16 / scale must be a whole number"):
+        padding_for(100, 100, 0.3)
+
+
+def test_alpha_channel_is_dropped_and_originals_are_bit_identical(engine: amt_vfi.Interpolator) -> None:
+    frames = torch.rand(3, 64, 80, 4)
+    output = list(engine.run(iter(frames), amt_vfi.multiplier_plan(3, 2)))
+    assert len(output) == 5
+    assert all(frame.shape == (64, 80, 3) for frame in output)
+    assert torch.equal(output[0], frames[0, ..., :3]) and torch.equal(output[4], frames[2, ..., :3])
+
+
+def test_bad_inputs_are_refused_clearly(engine: amt_vfi.Interpolator) -> None:
+    good = torch.rand(32, 32, 3)
+    with pytest.raises(InputError, match="H x W x C image tensor with C >= 3"):
+        engine.interpolate_pair(torch.rand(32, 32), good, [0.5])
+    with pytest.raises(InputError, match="one size"):
+        engine.interpolate_pair(good, torch.rand(32, 40, 3), [0.5])
+    with pytest.raises(InputError, match="strictly between 0 and 1"):
+        engine.interpolate_pair(good, good, [1.0])
+    bad = good.clone()
+    bad[3, 3, 1] = float("nan")
+    with pytest.raises(InputError, match="NaN or infinite"):
+        engine.interpolate_pair(bad, good, [0.5])
+    with pytest.raises(InputError, match="at least 2 frames"):
+        amt_vfi.multiplier_plan(1, 2)
+
+
+class _CountingFrames:
+    """A frame generator that records how many of its frames are still alive."""
+
+    def __init__(self, count: int, size: tuple[int, int]) -> None:
+        self.count, self.size = count, size
+        self.refs: list[weakref.ref] = []
+
+    def __iter__(self):
+        for index in range(self.count):
+            frame = torch.full((*self.size, 3), index / self.count)
+            self.refs.append(weakref.ref(frame))
+            yield frame
+
+    def alive(self) -> int:
+        gc.collect()
+        return sum(ref() is not None for ref in self.refs)
+
+
+def test_streaming_holds_a_bounded_number_of_frames(engine: amt_vfi.Interpolator) -> None:
+    source = _CountingFrames(200, (16, 16))
+    stream = engine.run(source, amt_vfi.multiplier_plan(200, 2))
+    peak = 0
+    produced = 0
+    for frame in stream:
+        produced += 1
+        del frame
+        peak = max(peak, source.alive())
+    assert produced == 399
+    assert peak <= 3
+
+
+def test_schedule_and_skip_plans_follow_the_seed_formulas() -> None:
+    n = 5
+    keep = amt_vfi.skip_predicate([1, 3], is_skip_list=False)
+    assert len(amt_vfi.multiplier_plan(n, 4, keep)) == n + 3 * 2
+    assert len(amt_vfi.schedule_plan(n, [3, 2])) == 10
+    zero_first = amt_vfi.schedule_plan(n, [0, 3, 1, 2])
+    assert len(zero_first) == 7 and zero_first[0] == amt_vfi.PlannedFrame(1)
+    zero_last = amt_vfi.schedule_plan(n, [2, 2, 2, 0])
+    assert len(zero_last) == 6 and all(item.source != 4 for item in zero_last)
+    skipped = amt_vfi.schedule_plan(n, [3, 3, 3, 3], amt_vfi.skip_predicate([2], True))
+    assert [item.source for item in skipped if not item.is_original] == [0, 0, 1, 1, 3, 3]
+    with pytest.raises(InputError, match="entry 1 is -2"):
+        amt_vfi.schedule_plan(n, [2, -2])
+    with pytest.raises(InputError, match="every multiplier in the schedule is 0"):
+        amt_vfi.schedule_plan(n, [0, 0, 0, 0])
+
+
+def test_retime_plan_hits_originals_and_keeps_duration() -> None:
+    frames = retime_plan(24, Fraction(24), Fraction(60))
+    assert len(frames) == 60
+    assert frames[0] == amt_vfi.PlannedFrame(0) and frames[5] == amt_vfi.PlannedFrame(2)
+    assert frames[1].source == 0 and frames[1].time == pytest.approx(0.4)
+    doubled = retime_plan(24, Fraction(24), Fraction(48))
+    assert len(doubled) == 48 and doubled[46] == amt_vfi.PlannedFrame(23) and doubled[47] == amt_vfi.PlannedFrame(23)
+    assert all(item.is_original for item in doubled[::2])
+
+
+def test_scene_cut_holds_frames_instead_of_blending(engine: amt_vfi.Interpolator) -> None:
+    generator = torch.Generator().manual_seed(0)
+    scene_a = torch.rand(1, 3, 12, 16, generator=generator)
+    scene_a = torch.nn.functional.interpolate(scene_a, size=(96, 128), mode="bilinear")[0].permute(1, 2, 0)
+    scene_b = 1 - scene_a.flip(0)
+    frames = [scene_a, scene_a.roll(2, 1), scene_b, scene_b.roll(2, 1)]
+    output = list(engine.run(iter(frames), amt_vfi.multiplier_plan(4, 4), is_cut=cut_detector()))
+    assert len(output) == 13
+    cut = output[4:9]  # frame 1, three in-betweens, frame 2
+    assert torch.equal(cut[1], frames[1]) and torch.equal(cut[2], frames[2]) and torch.equal(cut[3], frames[2])
+    assert not torch.equal(output[1], frames[0]) and not torch.equal(output[1], frames[1])
+
+
+def test_out_of_memory_falls_back_then_explains(amt_s_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = amt_vfi.Interpolator(amt_s_path, device="cpu", correlation="auto", max_batch=4)
+    calls: list[tuple[int, str]] = []
+    real_decode_all = engine._decode_all
+
+    def flaky(img0, img1, times, padding, mode, batch):
+        calls.append((batch, mode))
+        if len(calls) < 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_decode_all(img0, img1, times, padding, mode, batch)
+
+    monkeypatch.setattr(engine, "_decode_all", flaky)
+    frame = torch.rand(64, 64, 3)
+    output = engine.interpolate_pair(frame, frame.flip(1), [0.2, 0.4, 0.6, 0.8])
+    assert output.shape == (4, 64, 64, 3)
+    assert calls == [(4, "all-pairs"), (2, "all-pairs"), (1, "all-pairs"), (1, "on-demand")]
+
+    def always_oom(*args):
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(engine, "_decode_all", always_oom)
+    with pytest.raises(OutOfMemoryError, match="scale factor of 0.5"):
+        engine.interpolate_pair(frame, frame, [0.5])
+
+
+def test_bf16_precision_stays_close_to_fp32(amt_s_path: Path) -> None:
+    data = load_golden("m1")
+    frame0, frame1 = data["img0"][0].permute(1, 2, 0), data["img1"][0].permute(1, 2, 0)
+    reference = amt_vfi.Interpolator(amt_s_path, device="cpu").interpolate_pair(frame0, frame1, [0.5])
+    bf16 = amt_vfi.Interpolator(amt_s_path, device="cpu", precision="bf16").interpolate_pair(frame0, frame1, [0.5])
+    mse = float(((bf16 - reference) ** 2).mean())
+    psnr = 10 * torch.log10(torch.tensor(1.0 / mse))
+    assert psnr > 30
+    with pytest.raises(InputError, match="fp16 is not supported on the CPU"):
+        amt_vfi.Interpolator(amt_s_path, device="cpu", precision="fp16")
+
+
+def test_models_are_cached_per_file_device_and_dtype(amt_s_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    amt_vfi.release_models()
+    loads: list[Path] = []
+    real_load = model_cache.load_model
+    monkeypatch.setattr(model_cache, "load_model", lambda path, **kw: loads.append(path) or real_load(path, **kw))
+    first = amt_vfi.Interpolator(amt_s_path, device="cpu")
+    second = amt_vfi.Interpolator(str(amt_s_path), device="cpu")
+    by_name = amt_vfi.Interpolator("amt-s", device="cpu")
+    assert first.model is second.model is by_name.model
+    assert len(loads) == 1
+    amt_vfi.Interpolator(amt_s_path, device="cpu", precision="bf16")
+    assert len(loads) == 2
+    assert amt_vfi.release_models() == 2
+    amt_vfi.Interpolator(amt_s_path, device="cpu")
+    assert len(loads) == 3
+
+
+def test_unavailable_device_is_explained(amt_s_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(InputError, match="no CUDA GPU is available"):
+        amt_vfi.Interpolator(amt_s_path, device="cuda")
