@@ -94,63 +94,77 @@ class AllPairsCorrelation:
         return torch.cat([self._lookup(self.levels_fwd, centres_fwd), self._lookup(self.levels_bwd, centres_bwd)], 1)
 
 
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """B x D x H x W -> B x (H*W) x D: one contiguous feature vector per pixel, cheap to gather."""
+    return x.flatten(2).transpose(1, 2).contiguous()
+
+
 class OnDemandCorrelation:
     """Computes only the sampled correlations, straight from pooled feature maps: O(D*h*w) memory.
 
     Exact by linearity: pooling the correlation plane equals correlating with pooled features, and a
     bilinear sample of correlations equals the correlation with the bilinearly sampled feature. All 49
     positions of a window share one fractional part, so each level needs the dot products at only the
-    8 x 8 integer positions around the centre, blended with one set of bilinear weights.
+    8 x 8 integer positions around the centre, blended with one set of bilinear weights. The dot products
+    are gathered and multiplied in pixel chunks small enough to stay in cache.
     """
 
+    CHUNK_PIXELS = 1024
+
     def __init__(self, fmap0: torch.Tensor, fmap1: torch.Tensor) -> None:
-        scale = 1.0 / math.sqrt(fmap0.shape[1])
-        self.batch = fmap0.shape[0]
-        self.sources = (fmap0.float() * scale, fmap1.float() * scale)
-        self.targets = (_pool_levels(fmap1.float()), _pool_levels(fmap0.float()))
+        batch, dim, h, w = fmap0.shape
+        scale = 1.0 / math.sqrt(dim)
+        self.batch, self.h, self.w = batch, h, w
+        self.sources = (_rows(fmap0.float() * scale), _rows(fmap1.float() * scale))
+        self.targets = tuple(
+            [(_rows(level), tuple(level.shape[-2:])) for level in _pool_levels(fmap.float())] for fmap in (fmap1, fmap0)
+        )
+        self.span = torch.arange(-RADIUS, RADIUS + 2, device=fmap0.device)
 
-    @staticmethod
-    def _integer_window(source: torch.Tensor, target: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
-        """Dot products at the (WINDOW + 1)^2 integer positions x0 - R .. x0 + R + 1 (same for y), zero outside."""
-        n, dim, h, w = source.shape
-        level_h, level_w = target.shape[-2:]
-        flat_target = target.flatten(2)
-        flat_source = source.flatten(2).unsqueeze(2)
-        span = torch.arange(-RADIUS, RADIUS + 2, device=source.device)
-        ys = y0.flatten(1).unsqueeze(1) + span.view(1, -1, 1)
-        y_valid = (ys >= 0) & (ys < level_h)
-        rows = []
-        for dx in span.tolist():
-            xs = x0.flatten(1).unsqueeze(1) + dx
-            valid = y_valid & (xs >= 0) & (xs < level_w)
-            index = (ys.clamp(0, level_h - 1) * level_w + xs.clamp(0, level_w - 1)).view(n, 1, -1)
-            gathered = flat_target.gather(2, index.expand(n, dim, -1)).view(n, dim, span.numel(), h * w)
-            rows.append((gathered * flat_source).sum(1) * valid)
-        return torch.stack(rows, dim=1).view(n, span.numel(), span.numel(), h, w)
+    def _window_dots(self, source: torch.Tensor, target: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Dot products of each source row with the target rows named in `index` (rows x positions)."""
+        dim = source.shape[-1]
+        positions = index.shape[1]
+        dots = source.new_empty(index.shape)
+        for start in range(0, index.shape[0], self.CHUNK_PIXELS):
+            stop = start + self.CHUNK_PIXELS
+            gathered = target.index_select(0, index[start:stop].reshape(-1)).view(-1, positions, dim)
+            dots[start:stop] = torch.bmm(gathered, source[start:stop].unsqueeze(2)).squeeze(2)
+        return dots
 
-    def _lookup(self, source: torch.Tensor, targets: list[torch.Tensor], centres: torch.Tensor) -> torch.Tensor:
-        steps = centres.shape[0] // self.batch
-        source = source.repeat(steps, 1, 1, 1)
-        centres = centres.float().nan_to_num(nan=-1e4)
+    def _lookup(
+        self, source: torch.Tensor, targets: list[tuple[torch.Tensor, tuple[int, int]]], centres: torch.Tensor
+    ) -> torch.Tensor:
+        queries = centres.shape[0]
+        steps = queries // self.batch
+        pixels = self.h * self.w
+        source = source.repeat(steps, 1, 1).view(queries * pixels, -1)
+        sample = (torch.arange(queries, device=centres.device) % self.batch).view(-1, 1, 1, 1)
+        centres = centres.float().nan_to_num(nan=-1e4).flatten(2)
+        size = self.span.numel()
         sampled = []
-        for level, target in enumerate(targets):
-            target = target.repeat(steps, 1, 1, 1)
-            level_h, level_w = target.shape[-2:]
+        for level, (rows, (level_h, level_w)) in enumerate(targets):
             pos = centres / 2**level
             # Far outside the map every sample is zero; clamping keeps the integer maths in range.
             x = pos[:, 0].clamp(-2 * WINDOW, level_w + 2 * WINDOW)
             y = pos[:, 1].clamp(-2 * WINDOW, level_h + 2 * WINDOW)
             x0, y0 = x.floor(), y.floor()
-            fx, fy = (x - x0).unsqueeze(1).unsqueeze(1), (y - y0).unsqueeze(1).unsqueeze(1)
-            grid = self._integer_window(source, target, x0.long(), y0.long())
+            xs = x0.long().view(queries, pixels, 1, 1) + self.span.view(1, 1, -1, 1)
+            ys = y0.long().view(queries, pixels, 1, 1) + self.span.view(1, 1, 1, -1)
+            valid = (xs >= 0) & (xs < level_w) & (ys >= 0) & (ys < level_h)
+            index = sample * (level_h * level_w) + ys.clamp(0, level_h - 1) * level_w + xs.clamp(0, level_w - 1)
+            dots = self._window_dots(source, rows.view(-1, rows.shape[-1]), index.view(queries * pixels, -1))
+            dots = (dots.view_as(valid) * valid).view(queries, pixels, size, size)
+            fx = (x - x0).view(queries, pixels, 1, 1)
+            fy = (y - y0).view(queries, pixels, 1, 1)
             blended = (
-                (1 - fx) * (1 - fy) * grid[:, :-1, :-1]
-                + fx * (1 - fy) * grid[:, 1:, :-1]
-                + (1 - fx) * fy * grid[:, :-1, 1:]
-                + fx * fy * grid[:, 1:, 1:]
+                (1 - fx) * (1 - fy) * dots[..., :-1, :-1]
+                + fx * (1 - fy) * dots[..., 1:, :-1]
+                + (1 - fx) * fy * dots[..., :-1, 1:]
+                + fx * fy * dots[..., 1:, 1:]
             )
-            sampled.append(blended.flatten(1, 2))
-        return torch.cat(sampled, dim=1)
+            sampled.append(blended.reshape(queries, pixels, WINDOW * WINDOW))
+        return torch.cat(sampled, dim=2).transpose(1, 2).reshape(queries, -1, self.h, self.w)
 
     def __call__(self, centres_fwd: torch.Tensor, centres_bwd: torch.Tensor) -> torch.Tensor:
         return torch.cat(
