@@ -110,25 +110,34 @@ def download_checkpoint(name: str, folder: Path, progress: bool = True) -> Path:
         temp.unlink(missing_ok=True)
 
 
+def _official_name(name: str) -> str | None:
+    for official in OFFICIAL_CHECKPOINTS:
+        if name in (official, Path(official).stem, Path(official).stem + SAFETENSORS_SUFFIX):
+            return official
+    return None
+
+
 def resolve_checkpoint(name_or_path: str | Path, host_dirs: Iterable[str | Path] = (), download: bool = True) -> Path:
-    """A checkpoint file for a path or a name, looked up in order and downloaded only when missing
-    (into the first folder of the lookup order)."""
-    as_path = Path(name_or_path)
-    if as_path.is_file():
-        return as_path
+    """A checkpoint file for a name or a path.
+
+    Official names ('amt-s', 'amt-s.pth', ...) are looked up in order (`search_dirs`) and downloaded
+    into the first folder of that order only when missing; anything else must be an existing file or
+    a file name present in one of those folders.
+    """
     name = str(name_or_path)
-    if as_path.parent != Path(".") or not name:
-        raise CheckpointNotFoundError(f"checkpoint file not found: {as_path}")
-    if not Path(name).suffix:
-        name += ".pth"
+    official = _official_name(name)
+    if official is None and Path(name).is_file():
+        return Path(name)
+    if official is None and Path(name).parent != Path("."):
+        raise CheckpointNotFoundError(f"checkpoint file not found: {name}")
     dirs = search_dirs(host_dirs)
-    found = find_checkpoint(name, dirs)
+    found = find_checkpoint(official or name, dirs)
     if found is not None:
         return found
     searched = ", ".join(str(d) for d in dirs)
-    if not download or name not in OFFICIAL_CHECKPOINTS:
+    if official is None or not download:
+        hint = "" if official else f" (official names: {', '.join(OFFICIAL_CHECKPOINTS)})"
         raise CheckpointNotFoundError(
-            f"checkpoint {name!r} not found in: {searched}. Put the file in one of these folders"
-            + (f" (official names: {', '.join(OFFICIAL_CHECKPOINTS)})" if name not in OFFICIAL_CHECKPOINTS else "")
+            f"checkpoint {name!r} not found in: {searched}. Put the file in one of these folders{hint}"
         )
-    return download_checkpoint(name, dirs[0])
+    return download_checkpoint(official, dirs[0])

@@ -82,9 +82,7 @@ class Interpolator:
         if isinstance(model, AMT):
             self.model = model.to(device=self.device, dtype=self.dtype).eval()
         else:
-            name = str(model)
-            path = resolve_checkpoint(name, checkpoint_dirs) if not Path(name).is_file() else Path(name)
-            self.model = cached_model(path, self.device, self.dtype)
+            self.model = cached_model(resolve_checkpoint(model, checkpoint_dirs), self.device, self.dtype)
         self.model.set_mps_safe_warp(self.device.type == "mps")
         if channels_last if channels_last is not None else self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)

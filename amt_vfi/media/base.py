@@ -86,6 +86,12 @@ class FrameSource:
     def _iter_from(self, start_index: int) -> Iterator[np.ndarray]:
         raise NotImplementedError
 
+    def count_frames(self) -> int:
+        """The exact number of frames (``info.frame_count`` when the container knew it)."""
+        if self.info.frame_count is None:
+            raise NotImplementedError
+        return self.info.frame_count
+
     def close(self) -> None:
         """Stop every pass still running."""
         for frames in list(self._passes):

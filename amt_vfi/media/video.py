@@ -192,6 +192,15 @@ class VideoSource(FrameSource):
         info, self.color = probe_video(path, fps)
         super().__init__(path, info)
 
+    def count_frames(self) -> int:
+        """The container's count, else one pass over the packets (no decoding)."""
+        if self.info.frame_count is not None:
+            return self.info.frame_count
+        with _open_input(self.path) as container:
+            stream = _video_stream(container, self.path)
+            with translate_errors(UnreadableInputError, f"Cannot read the packets of {self.path}"):
+                return sum(1 for _ in _packets(container, stream))
+
     def _iter_from(self, start_index: int) -> Iterator[np.ndarray]:
         pixel_format = rgb_format(self.info.bit_depth)
         with _open_input(self.path) as container:

@@ -1,0 +1,169 @@
+"""`amt-vfi`: interpolate a video file or an image folder into a smoother one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+from .. import __version__
+from ..checkpoints import resolve_checkpoint
+from ..engine import DEFAULT_CUT_THRESHOLD, PRECISION_CHOICES, Interpolator
+from ..errors import AmtVfiError, InputError
+from ..media import open_sink, open_source
+from ..media.atomic import check_destination
+from ..network import CHECKPOINT_VARIANTS, CORRELATION_MODES
+from .job import JobReport, Timing, plan_for, render
+
+DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
+EXAMPLES = """examples:
+  amt-vfi clip.mp4 -o clip_2x.mp4                   double the frame rate (24 -> 48 fps)
+  amt-vfi clip.mp4 -o clip_60.mp4 --fps 60          any target rate, each frame at its exact time
+  amt-vfi frames/ -o smooth/ --multiplier 4         a folder of images in, numbered PNGs out
+  amt-vfi render.mov -o out.mp4 --model amt-l --device cuda --precision fp16
+  amt-vfi uhd.mp4 -o uhd_2x.mp4 --scale 0.5         4K: the network works at half resolution
+  amt-vfi --demo -o demo_2x.mp4                     try it on the clip that ships with amt-vfi
+
+checkpoints are looked up in $AMT_VFI_MODELS, then the user cache (~/.cache/amt-vfi), and
+downloaded there on first use; --checkpoint uses a file directly."""
+
+
+def _rate(text: str) -> Fraction:
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a frame rate (use e.g. 60, 59.94 or 60000/1001)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"frame rate must be positive, got {text}")
+    return value
+
+
+def _multiplier(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be 2 or more (the output has N times the frames), got {value}")
+    return value
+
+
+def _scale(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (use e.g. 0.5)") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amt-vfi",
+        description="Make a video smoother by synthesising in-between frames with AMT (CVPR 2023).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("input", nargs="?", type=Path, help="a video file or a folder of images")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="a video file (.mp4, .mkv, ...) or a folder")
+    timing = parser.add_mutually_exclusive_group()
+    timing.add_argument("--multiplier", type=_multiplier, help="N times the frame rate (default 2)")
+    timing.add_argument("--fps", type=_rate, help="target frame rate, e.g. 60 or 60000/1001")
+    parser.add_argument("--demo", action="store_true", help="use the short clip that ships with amt-vfi as input")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="amt-s", choices=sorted(CHECKPOINT_VARIANTS), help="default amt-s")
+    model.add_argument("--checkpoint", type=Path, help="use this checkpoint file (.pth or .safetensors)")
+    model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
+    model.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help="auto: fp16 on CUDA, else fp32")
+    model.add_argument("--scale", type=_scale, default=1.0, help="network resolution factor, e.g. 0.5 for 4K")
+    model.add_argument("--correlation", default="auto", choices=CORRELATION_MODES, help="default auto (by memory)")
+    media = parser.add_argument_group("input and output")
+    media.add_argument("--input-fps", type=_rate, help="frame rate of an image-folder input (default 24)")
+    media.add_argument("--crf", type=int, default=18, help="video quality, lower is better (default 18)")
+    media.add_argument("--codec", default="libx264", help="video codec (default libx264; e.g. libx265, ffv1)")
+    media.add_argument(
+        "--scene-threshold",
+        type=float,
+        default=DEFAULT_CUT_THRESHOLD,
+        help=f"cut detection sensitivity, 0..1; lower finds more cuts (default {DEFAULT_CUT_THRESHOLD})",
+    )
+    media.add_argument("--no-scene-detect", action="store_true", help="interpolate across scene cuts too")
+    media.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    media.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("--version", action="version", version=f"amt-vfi {__version__}")
+    return parser
+
+
+def _input_path(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
+    if args.demo and args.input is not None:
+        parser.error("give either INPUT or --demo, not both")
+    if args.demo:
+        return DEMO_CLIP
+    if args.input is None:
+        parser.error("INPUT is required (a video file or an image folder), or use --demo")
+    return args.input
+
+
+def _engine(args: argparse.Namespace) -> Interpolator:
+    if args.checkpoint is not None:
+        if not args.checkpoint.is_file():
+            raise InputError(f"--checkpoint {args.checkpoint} does not exist")
+        checkpoint = args.checkpoint
+    else:
+        checkpoint = resolve_checkpoint(f"{args.model}.pth")
+    return Interpolator(
+        checkpoint, device=args.device, precision=args.precision, correlation=args.correlation, scale_factor=args.scale
+    )
+
+
+def run(args: argparse.Namespace, input_path: Path) -> JobReport:
+    """Validate everything cheap first, then load the model, then stream."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    if input_path.exists() and args.output.resolve() == input_path.resolve():
+        raise InputError(f"OUTPUT {args.output} is the input; choose another path")
+    check_destination(args.output.absolute(), args.overwrite)
+    timing = Timing(multiplier=args.multiplier or (None if args.fps else 2), fps=args.fps)
+    with open_source(input_path, fps=args.input_fps) as source:
+        info = source.info
+        count, plan = plan_for(source, timing)
+        engine = _engine(args)
+        output_fps = timing.output_fps(info.fps)
+        sink = open_sink(
+            args.output,
+            fps=output_fps,
+            width=info.width,
+            height=info.height,
+            bit_depth=info.bit_depth,
+            overwrite=args.overwrite,
+            crf=args.crf,
+            codec=args.codec,
+            audio_from=input_path if info.is_video and info.has_audio else None,
+            metadata_from=input_path if info.is_video else None,
+        )
+        threshold = None if args.no_scene_detect else args.scene_threshold
+        with sink, tqdm(total=len(plan), unit="frame", disable=args.quiet, dynamic_ncols=True) as bar:
+            written = render(engine, source.frames(), plan, sink, scene_threshold=threshold, on_frame=bar.update)
+    return JobReport(count, written, output_fps, time.perf_counter() - start, args.output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    input_path = _input_path(args, parser)
+    try:
+        report = run(args, input_path)
+    except AmtVfiError as error:
+        print(f"amt-vfi: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("amt-vfi: interrupted; no output was written", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        fps = float(report.output_fps)
+        print(
+            f"amt-vfi: {report.input_frames} frames in, {report.output_frames} out at {fps:g} fps "
+            f"in {report.seconds:.1f} s -> {report.output}"
+        )
+    return 0
