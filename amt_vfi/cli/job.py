@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine import Interpolator, PlannedFrame, cut_detector, retime_plan
+from ..engine import Interpolator, PlannedFrame, cut_detector, multiplier_plan, retime_plan
 from ..errors import InputError
 from ..media import FrameSink, FrameSource
 from .background import BackgroundWriter, prefetch
@@ -32,7 +32,10 @@ class Timing:
         return Fraction(input_fps) * self.multiplier if self.multiplier else Fraction(self.fps)
 
     def plan(self, frame_count: int, input_fps: Fraction) -> list[PlannedFrame]:
-        """Output frames over the input's whole duration; originals stay at every multiple of their time."""
+        """A multiplier keeps every original at every N-th position ((frames - 1) * N + 1 frames); a
+        target rate places output frames over the input's whole duration, each at its exact time."""
+        if self.multiplier:
+            return multiplier_plan(frame_count, self.multiplier)
         return retime_plan(frame_count, Fraction(input_fps), self.output_fps(input_fps))
 
 

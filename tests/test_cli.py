@@ -1,0 +1,201 @@
+"""`amt-vfi` end to end on real files made here (PyAV, Pillow) with stand-in weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from media_helpers import make_clip, pattern, psnr, stream_summary
+from PIL import Image
+
+from amt_vfi.checkpoints import store
+from amt_vfi.cli import main
+
+
+def _decode(path: Path) -> tuple[list[np.ndarray], list[int], Fraction]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [(f.to_ndarray(format="rgb24"), f.pts) for f in container.decode(stream)]
+        return [f for f, _ in frames], [p for _, p in frames], stream.time_base
+
+
+def _folder(path: Path, pictures: list[np.ndarray], names: list[str] | None = None) -> Path:
+    path.mkdir()
+    for index, picture in enumerate(pictures):
+        Image.fromarray(picture).save(path / (names[index] if names else f"f{index}.png"))
+    return path
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".partial-" in p.name)
+
+
+@pytest.fixture(scope="module")
+def clip24(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clips") / "clip.mp4"
+    make_clip(path, frames=24, fps=Fraction(24), size=(320, 240))
+    return path
+
+
+def test_video_doubled_keeps_audio_duration_and_originals(clip24: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "clip_2x.mp4"
+    assert main([str(clip24), "-o", str(out), "--multiplier", "2"]) == 0
+    assert "24 frames in, 47 out at 48 fps" in capsys.readouterr().out
+    source, _, _ = _decode(clip24)
+    frames, _, _ = _decode(out)
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].average_rate == 48
+    assert len(frames) in (47, 48)
+    summary = stream_summary(out)
+    assert summary["audio_codec"] == "aac"
+    assert abs(summary["duration"] - stream_summary(clip24)["duration"]) <= 0.15
+    assert min(psnr(frames[2 * i], source[i]) for i in range(24)) > 30
+
+
+def test_fps_conversion_places_frames_at_exact_times(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=12, fps=Fraction(24), size=(160, 128), audio_codec=None)
+    out = tmp_path / "clip_60.mp4"
+    assert main([str(clip), "-o", str(out), "--fps", "60", "-q"]) == 0
+    frames, pts, time_base = _decode(out)
+    assert len(frames) == 30
+    assert [float(p * time_base) for p in pts] == pytest.approx([i / 60 for i in range(30)])
+    source, _, _ = _decode(clip)
+    assert psnr(frames[5], source[2]) > 30  # 5/60 s is input frame 2 itself
+
+
+def test_png_folder_tripled_in_natural_order(tmp_path: Path) -> None:
+    pictures = [pattern(i, 96, 64) for i in range(5)]
+    names = ["f1.png", "f2.png", "f10.png", "f11.png", "f20.png"]
+    source = _folder(tmp_path / "in", pictures, names)
+    out = tmp_path / "out"
+    assert main([str(source), "-o", str(out), "--multiplier", "3", "-q"]) == 0
+    written = sorted(out.iterdir())
+    assert len(written) == 13
+    assert np.array_equal(np.asarray(Image.open(written[0])), pictures[0])
+    assert np.array_equal(np.asarray(Image.open(written[6])), pictures[2])  # f10 is the third frame
+
+
+def test_sixteen_bit_pngs_stay_sixteen_bit(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    for index in range(2):
+        data = (pattern(index, 64, 48).astype(np.uint16) * 257)[..., 0]
+        Image.fromarray(data).save(source / f"{index}.png")
+    out = tmp_path / "out"
+    assert main([str(source), "-o", str(out), "-q"]) == 0
+    with av.open(str(sorted(out.iterdir())[0])) as container:
+        assert next(container.decode(video=0)).format.name.startswith(("rgb48", "gray16"))
+
+
+def test_no_blending_across_a_hard_cut(tmp_path: Path) -> None:
+    scene_a = [pattern(i, 96, 64) for i in range(3)]
+    scene_b = [255 - pattern(i, 96, 64)[::-1] for i in range(3)]
+    source = _folder(tmp_path / "in", scene_a + scene_b)
+    out = tmp_path / "out"
+    assert main([str(source), "-o", str(out), "-q"]) == 0
+    written = [np.asarray(Image.open(p)) for p in sorted(out.iterdir())]
+    assert len(written) == 11
+    assert np.array_equal(written[5], scene_b[0])  # the in-between at the cut holds the next real frame
+    assert not np.array_equal(written[3], scene_a[1]) and not np.array_equal(written[3], scene_a[2])
+    blended = tmp_path / "blended"
+    assert main([str(source), "-o", str(blended), "-q", "--no-scene-detect"]) == 0
+    assert not np.array_equal(np.asarray(Image.open(sorted(blended.iterdir())[5])), scene_b[0])
+
+
+def _fails(argv: list[str], capsys, *needles: str) -> str:
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err
+    return err
+
+
+def test_errors_name_the_problem_and_leave_nothing(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out.mp4"
+    _fails([str(tmp_path / "missing.mp4"), "-o", str(out)], capsys, "missing.mp4", "does not exist")
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    _fails([str(text), "-o", str(out)], capsys, "notes.mp4")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _fails([str(empty), "-o", str(out)], capsys, "empty", "at least 2")
+    one = _folder(tmp_path / "one", [pattern(0, 32, 32)])
+    _fails([str(one), "-o", str(out)], capsys, "one", "at least 2")
+    mixed = _folder(tmp_path / "mixed", [pattern(0, 32, 32), pattern(1, 48, 32)])
+    _fails([str(mixed), "-o", str(out)], capsys, "f1.png", "32")
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_usage_errors_name_the_option(tmp_path: Path, capsys) -> None:
+    for argv, needle in (
+        (["--multiplier", "1"], "--multiplier: must be 2 or more"),
+        (["--model", "amt-xl"], "choose from 'amt-g', 'amt-l', 'amt-s', 'gopro_amt-s'"),
+        (["--fps", "fast"], "--fps: 'fast' is not a frame rate"),
+    ):
+        with pytest.raises(SystemExit) as caught:
+            main(["in.mp4", "-o", str(tmp_path / "o.mp4"), *argv])
+        assert caught.value.code == 2
+        assert needle in capsys.readouterr().err
+
+
+def test_existing_output_is_kept_without_overwrite(clip24: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"precious")
+    _fails([str(clip24), "-o", str(out)], capsys, str(out), "--overwrite")
+    assert out.read_bytes() == b"precious"
+    _fails([str(clip24), "-o", str(clip24), "--overwrite"], capsys, "is the input")
+
+
+def test_missing_checkpoint_says_where_to_put_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, clip24: Path
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setenv("AMT_VFI_MODELS", str(models))
+    monkeypatch.setattr(store, "DOWNLOAD_URL", "http://127.0.0.1:9/{name}")
+    out = tmp_path / "out.mp4"
+    _fails([str(clip24), "-o", str(out), "--model", "amt-l"], capsys, "amt-l.pth", f"put it in {models}")
+    _fails([str(clip24), "-o", str(out), "--checkpoint", str(tmp_path / "x.pth")], capsys, "--checkpoint", "x.pth")
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_failure_mid_run_leaves_no_partial_output(
+    clip24: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from amt_vfi.engine import Interpolator
+
+    calls = []
+
+    def interrupted(self, frame0, frame1, timesteps):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return frame0[None, ..., :3].repeat(len(timesteps), 1, 1, 1)
+
+    monkeypatch.setattr(Interpolator, "interpolate_pair", interrupted)
+    out = tmp_path / "out.mp4"
+    assert main([str(clip24), "-o", str(out), "-q"]) == 130
+    assert "interrupted; no output was written" in capsys.readouterr().err
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_command_line_entry_point_runs_without_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "amt_vfi", str(tmp_path / "nope.mkv"), "-o", str(tmp_path / "o.mp4")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("amt-vfi: error:") and "Traceback" not in result.stderr
+    help_text = subprocess.run(
+        [sys.executable, "-m", "amt_vfi", "--help"], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert "--multiplier" in help_text and "examples:" in help_text and "--demo" in help_text
