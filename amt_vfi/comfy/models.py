@@ -1,0 +1,66 @@
+"""Checkpoint names offered by the nodes and their lookup inside (or outside) ComfyUI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..checkpoints import OFFICIAL_CHECKPOINTS, available_checkpoints, resolve_checkpoint, search_dirs
+from ..checkpoints.store import CHECKPOINT_SUFFIXES, MODELS_ENV
+from ..errors import CheckpointNotFoundError, InputError
+from . import host
+
+
+def _amt_files_in_shared_folder(folder: Path) -> list[str]:
+    """Checkpoint files directly in a folder shared with other model kinds (RIFE, FILM): only "amt" names."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES and "amt" in p.name.lower()
+    )
+
+
+def checkpoint_names() -> list[str]:
+    """The combo entries: the four official names (in the seed's order), then every other checkpoint
+    file found in the AMT folders, sorted. Files are listed, not opened."""
+    names = list(OFFICIAL_CHECKPOINTS)
+    amt_dirs, shared = host.listing_dirs()
+    found: list[str] = []
+    try:
+        found += available_checkpoints(search_dirs(amt_dirs))
+        for folder in shared:
+            found += _amt_files_in_shared_folder(folder)
+    except OSError:
+        pass
+    names += sorted(set(found) - set(names))
+    return names
+
+
+def primary_folder() -> Path:
+    """Where a user should put checkpoint files (and where missing official ones are downloaded to)."""
+    return search_dirs(host.checkpoint_dirs())[0]
+
+
+def resolve(name: object) -> Path:
+    """The checkpoint file for a combo entry: looked up in $AMT_VFI_MODELS, ComfyUI's folders, the user
+    cache; an official checkpoint that is nowhere is downloaded into `primary_folder()`."""
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"ckpt_name must be a checkpoint file name such as 'amt-s.pth', got {name!r}")
+    name = name.strip()
+    if Path(name).is_absolute() and Path(name).is_file():
+        return Path(name)
+    base = Path(name.replace("\\", "/")).name  # "amt/amt-s.pth" (a folder-relative name) -> "amt-s.pth"
+    dirs = host.checkpoint_dirs()
+    try:
+        return resolve_checkpoint(base, dirs)
+    except CheckpointNotFoundError:
+        if base in OFFICIAL_CHECKPOINTS or Path(base).stem + ".pth" in OFFICIAL_CHECKPOINTS:
+            raise  # the download failed: the engine's message says which URL and where to put the file
+        searched = ", ".join(str(d) for d in search_dirs(dirs))
+        available = ", ".join(checkpoint_names())
+        raise CheckpointNotFoundError(
+            f"AMT checkpoint {name!r} was not found. Available: {available}. Put AMT checkpoint files "
+            f"(.pth or .safetensors) in {primary_folder()} (or in the folder named by ${MODELS_ENV}); "
+            f"searched: {searched}"
+        ) from None

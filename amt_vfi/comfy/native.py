@@ -1,0 +1,263 @@
+"""AMT for ComfyUI core's native frame interpolation nodes.
+
+Core (2026) has `FrameInterpolationModelLoader` -> FRAME_INTERPOLATION_MODEL -> `FrameInterpolate`, for
+RIFE and FILM. `FrameInterpolate` receives a ModelPatcher, loads it with `load_model_gpu`, reads
+`model_dtype()` (the wrapped module's `get_dtype()`), and drives the wrapped module by duck typing:
+
+- `pad_align`: frames are padded (reflect, bottom/right) to a multiple of it when it is above 1;
+- `extract_features(frame)` once per frame (1 x C x H x W), stored in a dict passed as `cache=`
+  (`cache["img0"]`, `cache["img1"]`, the second reused as the next pair's first);
+- `forward_multi_timestep(img0, img1, [t, ...], cache=...)` when present: all time steps of one pair,
+  returning T x C x H x W; else `forward(img0, img1, timestep=T x 1 x H x W, cache=...)` on the pair
+  expanded to T rows, in chunks that shrink on out-of-memory.
+
+`AMTFrameInterpolationModel` implements that contract on top of `AMT.encode` / `AMT.decode`: the pair
+is encoded once (both encoders and the correlation) and decoded for every time step. AMT normalises a
+pair by the joint mean of both frames, so nothing per frame can be precomputed: `extract_features`
+returns the frame itself. `pad_align` is 1 because the adapter pads itself, the seed node's way (edge
+replication, centred) and to the network's minimum size, so core's node gives the same frames as
+"AMT VFI" for the same input (core's reflect padding to 16 would not cover frames below 128 px).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..checkpoints import load_model
+from ..engine.devices import is_out_of_memory, release_cached_memory, resolve_precision
+from ..engine.padding import alignment_for, padding_for
+from ..errors import InputError, OutOfMemoryError
+from ..network import AMT, CORRELATION_MODES, all_pairs_bytes
+from . import host, models
+
+GIB = 1 << 30
+_PAIR_CACHE_KEY = "amt_pair_features"
+
+
+def _row_times(timestep: object, rows: int) -> list[float]:
+    """One time per row from a float, a sequence, or core's B x 1 x H x W (or B x 1 x 1 x 1) tensor."""
+    if isinstance(timestep, torch.Tensor):
+        flat = timestep.detach().float().reshape(timestep.shape[0], -1) if timestep.dim() else timestep.view(1, 1)
+        values = flat.mean(dim=1).tolist()
+        return values * rows if len(values) == 1 else values
+    if isinstance(timestep, (list, tuple)):
+        return [float(t) for t in timestep]
+    return [float(timestep)] * rows
+
+
+def _rows_identical(x: torch.Tensor) -> bool:
+    return x.shape[0] == 1 or x.stride(0) == 0 or bool(torch.equal(x[:1].expand_as(x), x))
+
+
+class AMTFrameInterpolationModel(nn.Module):
+    """AMT as the FRAME_INTERPOLATION_MODEL core's FrameInterpolate drives (see the module docstring)."""
+
+    pad_align = 1  # padding happens inside, as the seed node pads
+
+    def __init__(self, amt: AMT, correlation: str = "auto", scale_factor: float = 1.0, max_batch: int = 8) -> None:
+        super().__init__()
+        if correlation not in CORRELATION_MODES:
+            raise InputError(f"correlation must be one of {', '.join(CORRELATION_MODES)}, not {correlation!r}")
+        alignment_for(scale_factor)
+        self.amt = amt
+        self.correlation = correlation
+        self.scale_factor = float(scale_factor)
+        self.max_batch = max(1, int(max_batch))
+
+    def get_dtype(self) -> torch.dtype:
+        return self.amt.comb_block[0].weight.dtype
+
+    def extract_features(self, img: torch.Tensor) -> torch.Tensor:
+        """Nothing to precompute per frame (AMT needs both frames of a pair): the frame itself."""
+        return img
+
+    def forward(
+        self, img0: torch.Tensor, img1: torch.Tensor, timestep: object = 0.5, cache: dict | None = None
+    ) -> torch.Tensor:
+        """Rows of (img0, img1, time) -> B x C x H x W. Rows of one pair (core expands the pair) share
+        one encoding, kept in `cache` across calls for the same pair."""
+        rows = img0.shape[0]
+        times = _row_times(timestep, rows)
+        if len(times) != rows:
+            raise ValueError(f"{len(times)} time steps for {rows} frame pairs")
+        if _rows_identical(img0) and _rows_identical(img1):
+            return self._frames_at(img0[:1], img1[:1], times, cache)
+        return torch.cat([self._frames_at(img0[i : i + 1], img1[i : i + 1], [times[i]], None) for i in range(rows)])
+
+    def forward_multi_timestep(
+        self, img0: torch.Tensor, img1: torch.Tensor, timesteps, cache: dict | None = None
+    ) -> torch.Tensor:
+        """All `timesteps` between one pair (1 x C x H x W each) -> T x C x H x W, encoding the pair once.
+        With several pairs, the result is pair-major (all times of pair 0 first)."""
+        times = [float(t) for t in timesteps]
+        if img0.shape[0] == 1:
+            return self._frames_at(img0, img1, times, None)
+        return torch.cat([self._frames_at(img0[i : i + 1], img1[i : i + 1], times, None) for i in range(img0.shape[0])])
+
+    # -- work -----------------------------------------------------------------------------------------
+
+    def _frames_at(self, img0: torch.Tensor, img1: torch.Tensor, times: list[float], cache: dict | None):
+        if img0.dim() != 4 or img0.shape[1] < 3 or img0.shape != img1.shape:
+            raise InputError(
+                "expected two 1 x C x H x W frames (C >= 3) of one size, "
+                f"got {tuple(img0.shape)} and {tuple(img1.shape)}"
+            )
+        channels, height, width = img0.shape[1:]
+        out = torch.empty((len(times), channels, height, width), dtype=torch.float32, device=img0.device)
+        inside = [i for i, t in enumerate(times) if 0.0 < t < 1.0]
+        for i, t in enumerate(times):  # the ends are the inputs (AMT itself gives NaN at exactly 0 and 1)
+            if t <= 0.0:
+                out[i] = img0[0]
+            elif t >= 1.0:
+                out[i] = img1[0]
+        if inside:
+            inside_times = [times[i] for i in inside]
+            out[inside, :3] = self._interpolate(img0, img1, inside_times, cache)
+            if channels > 3:  # alpha and other extra channels: blended linearly
+                weights = torch.tensor(inside_times, dtype=torch.float32, device=img0.device).view(-1, 1, 1, 1)
+                out[inside, 3:] = (1 - weights) * img0[:, 3:].float() + weights * img1[:, 3:].float()
+        return out
+
+    def _correlation_for(self, height: int, width: int, device: torch.device) -> str:
+        if self.correlation != "auto":
+            return self.correlation
+        budget = 2 * GIB
+        if device.type == "cuda":
+            budget = int(torch.cuda.mem_get_info(device)[0] * 0.6)
+        work_h, work_w = (int(size * self.scale_factor) // 8 for size in (height, width))
+        return "all-pairs" if all_pairs_bytes(1, work_h, work_w) <= budget // 2 else "on-demand"
+
+    def _cached_features(self, cache: dict | None, img0: torch.Tensor, img1: torch.Tensor, mode: str):
+        if cache is None:
+            return None
+        entry = cache.get(_PAIR_CACHE_KEY)
+        if entry is None:
+            return None
+        ref0, ref1, versions, entry_mode, features = entry
+        same = all(
+            a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride() and a.device == b.device
+            for a, b in ((ref0, img0), (ref1, img1))
+        )
+        if same and versions == (img0._version, img1._version) and entry_mode == mode:
+            return features
+        return None
+
+    def _interpolate(self, img0: torch.Tensor, img1: torch.Tensor, times: list[float], cache: dict | None):
+        """RGB frames at `times` strictly inside (0, 1): T x 3 x H x W float32 on the frames' device."""
+        height, width = img0.shape[-2:]
+        device = img0.device
+        padding = padding_for(height, width, self.scale_factor)
+        x0 = padding.apply(img0[:, :3].float())
+        x1 = padding.apply(img1[:, :3].float())
+        if not (torch.isfinite(x0).all() and torch.isfinite(x1).all()):
+            raise InputError("a frame contains NaN or infinite pixel values; clean the frames before interpolating")
+        self.amt.set_mps_safe_warp(device.type == "mps")
+        mode = self._correlation_for(x0.shape[-2], x0.shape[-1], device)
+        batch = min(self.max_batch, len(times))
+        while True:
+            try:
+                return self._encode_decode(img0, img1, x0, x1, times, padding, mode, batch, cache)
+            except Exception as error:
+                if not is_out_of_memory(error):
+                    raise
+            if cache is not None:
+                cache.pop(_PAIR_CACHE_KEY, None)
+            release_cached_memory(device)
+            if batch > 1:
+                batch = max(1, batch // 2)
+                self.max_batch = batch
+            elif mode != "on-demand":
+                mode = "on-demand"
+            else:
+                raise OutOfMemoryError(
+                    f"out of memory on {device} for {width}x{height} frames with AMT even one time step at a "
+                    "time with the on-demand correlation; load the model with scale_factor 0.5 (or 0.25) "
+                    "or fp16 precision"
+                )
+
+    def _encode_decode(self, img0, img1, x0, x1, times, padding, mode, batch, cache):
+        device = x0.device
+        with torch.inference_mode():
+            features = self._cached_features(cache, img0, img1, mode)
+            if features is None:
+                features = self.amt.encode(x0, x1, self.scale_factor, correlation=mode)
+                if cache is not None:
+                    cache[_PAIR_CACHE_KEY] = (img0, img1, (img0._version, img1._version), mode, features)
+            height, width = img0.shape[-2:]
+            out = torch.empty((len(times), 3, height, width), dtype=torch.float32, device=device)
+            for start in range(0, len(times), batch):
+                chunk = times[start : start + batch]
+                embt = torch.tensor(chunk, dtype=torch.float32, device=device).view(-1, 1, 1, 1)
+                out[start : start + len(chunk)] = padding.crop(self.amt.decode(features, embt))
+        return out
+
+
+class AMTModelLoader:
+    """Loads an AMT checkpoint as a FRAME_INTERPOLATION_MODEL for core's "Frame Interpolate" node."""
+
+    CATEGORY = "loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = ("FRAME_INTERPOLATION_MODEL",)
+    OUTPUT_TOOLTIPS = ("AMT for ComfyUI's native 'Frame Interpolate' node.",)
+    DESCRIPTION = (
+        "AMT (All-Pairs Multi-Field Transforms) for ComfyUI's native Frame Interpolate node, beside RIFE "
+        "and FILM. Same checkpoints and folders as the AMT VFI node."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802
+        return {
+            "required": {
+                "ckpt_name": (
+                    models.checkpoint_names(),
+                    {
+                        "default": "amt-s.pth",
+                        "tooltip": "AMT checkpoint (models/frame_interpolation/amt/); official ones are "
+                        "downloaded on first use. The variant (S, L, G) is read from the weights.",
+                    },
+                ),
+            },
+            "optional": {
+                "precision": (
+                    ["auto", "fp32", "fp16", "bf16"],
+                    {
+                        "default": "auto",
+                        "tooltip": "auto: fp16 where ComfyUI finds half precision fast (most NVIDIA GPUs), "
+                        "else fp32. fp32 matches the AMT VFI node's default results.",
+                    },
+                ),
+                "correlation": (
+                    list(CORRELATION_MODES),
+                    {
+                        "default": "auto",
+                        "tooltip": "auto: the all-pairs correlation volume while it fits in memory, else the "
+                        "on-demand lookup (same result, far less memory at 1440p/4K).",
+                    },
+                ),
+                "scale_factor": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.25,
+                        "max": 1.0,
+                        "step": 0.05,
+                        "tooltip": "Resolution at which motion is estimated: 1.0, or 0.5/0.25 for 4K and "
+                        "fast motion (faster, less memory). Allowed: 1.0, 0.8, 0.5, 0.4, 0.25.",
+                    },
+                ),
+            },
+        }
+
+    def load(self, ckpt_name: str, precision: str = "auto", correlation: str = "auto", scale_factor: float = 1.0):
+        path = models.resolve(ckpt_name)
+        load_device = host.torch_device()
+        offload = host.offload_device()
+        if precision == "auto":
+            dtype = torch.float16 if host.prefers_fp16(load_device) else torch.float32
+        else:
+            dtype = resolve_precision(precision, load_device)
+        adapter = AMTFrameInterpolationModel(
+            load_model(path, device=offload, dtype=dtype), correlation=correlation, scale_factor=float(scale_factor)
+        )
+        return (host.wrap_model(adapter, load_device, offload),)
