@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine import Interpolator, PlannedFrame, cut_detector, multiplier_plan, retime_plan
+from ..checkpoints import resolve_checkpoint
+from ..engine import DEFAULT_CUT_THRESHOLD, Interpolator, PlannedFrame, cut_detector, multiplier_plan, retime_plan
 from ..errors import InputError
-from ..media import FrameSink, FrameSource
+from ..media import DEFAULT_CODEC, FrameSink, FrameSource, open_sink, open_source
+from ..media.atomic import check_destination
 from .background import BackgroundWriter, prefetch
 
 
@@ -37,6 +39,70 @@ class Timing:
         if self.multiplier:
             return multiplier_plan(frame_count, self.multiplier)
         return retime_plan(frame_count, Fraction(input_fps), self.output_fps(input_fps))
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Everything besides the paths that decides the output, so a worker process can rebuild the job.
+
+    `checkpoint` is a file given explicitly; otherwise `model` is looked up (and downloaded) where the
+    engine is built, so workers on other machines find it in their own cache.
+    """
+
+    timing: Timing = Timing(multiplier=2)
+    model: str = "amt-s"
+    checkpoint: Path | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    correlation: str = "auto"
+    scale: float = 1.0
+    input_fps: Fraction | None = None
+    scene_threshold: float | None = DEFAULT_CUT_THRESHOLD
+    crf: int = 18
+    codec: str = DEFAULT_CODEC
+
+    def resolve_model(self) -> Path:
+        """The checkpoint file, found or downloaded now, so a missing model is reported before any work."""
+        if self.checkpoint is None:
+            return resolve_checkpoint(f"{self.model}.pth")
+        if not self.checkpoint.is_file():
+            raise InputError(f"--checkpoint {self.checkpoint} does not exist")
+        return self.checkpoint
+
+    def engine(self) -> Interpolator:
+        return Interpolator(
+            self.resolve_model(),
+            device=self.device,
+            precision=self.precision,
+            correlation=self.correlation,
+            scale_factor=self.scale,
+        )
+
+    def open_source(self, path: Path) -> FrameSource:
+        return open_source(path, fps=self.input_fps)
+
+    def open_output(self, path: Path, source: FrameSource, *, overwrite: bool, with_audio: bool = True) -> FrameSink:
+        """The sink for `source`'s interpolated frames; chunks leave the audio to the final remux."""
+        info = source.info
+        return open_sink(
+            path,
+            fps=self.timing.output_fps(info.fps),
+            width=info.width,
+            height=info.height,
+            bit_depth=info.bit_depth,
+            overwrite=overwrite,
+            crf=self.crf,
+            codec=self.codec,
+            audio_from=source.path if with_audio and info.is_video and info.has_audio else None,
+            metadata_from=source.path if info.is_video else None,
+        )
+
+
+def check_output(input_path: Path, output: Path, overwrite: bool) -> None:
+    """Refuse to write over the input, or over an existing output without `overwrite`."""
+    if input_path.exists() and output.resolve() == input_path.resolve():
+        raise InputError(f"OUTPUT {output} is the input; choose another path")
+    check_destination(output.absolute(), overwrite)
 
 
 def to_tensor(frame: np.ndarray) -> torch.Tensor:

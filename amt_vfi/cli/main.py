@@ -9,13 +9,10 @@ from fractions import Fraction
 from pathlib import Path
 
 from .. import __version__
-from ..checkpoints import resolve_checkpoint
-from ..engine import DEFAULT_CUT_THRESHOLD, PRECISION_CHOICES, Interpolator
-from ..errors import AmtVfiError, InputError
-from ..media import open_sink, open_source
-from ..media.atomic import check_destination
+from ..engine import DEFAULT_CUT_THRESHOLD, PRECISION_CHOICES
+from ..errors import AmtVfiError
 from ..network import CHECKPOINT_VARIANTS, CORRELATION_MODES
-from .job import JobReport, Timing, plan_for, render
+from .job import JobReport, JobSettings, Timing, check_output, plan_for, render
 
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
 EXAMPLES = """examples:
@@ -104,15 +101,19 @@ def _input_path(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Pa
     return args.input
 
 
-def _engine(args: argparse.Namespace) -> Interpolator:
-    if args.checkpoint is not None:
-        if not args.checkpoint.is_file():
-            raise InputError(f"--checkpoint {args.checkpoint} does not exist")
-        checkpoint = args.checkpoint
-    else:
-        checkpoint = resolve_checkpoint(f"{args.model}.pth")
-    return Interpolator(
-        checkpoint, device=args.device, precision=args.precision, correlation=args.correlation, scale_factor=args.scale
+def settings_from_args(args: argparse.Namespace) -> JobSettings:
+    return JobSettings(
+        timing=Timing(multiplier=args.multiplier or (None if args.fps else 2), fps=args.fps),
+        model=args.model,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        precision=args.precision,
+        correlation=args.correlation,
+        scale=args.scale,
+        input_fps=args.input_fps,
+        scene_threshold=None if args.no_scene_detect else args.scene_threshold,
+        crf=args.crf,
+        codec=args.codec,
     )
 
 
@@ -121,30 +122,17 @@ def run(args: argparse.Namespace, input_path: Path) -> JobReport:
     from tqdm import tqdm
 
     start = time.perf_counter()
-    if input_path.exists() and args.output.resolve() == input_path.resolve():
-        raise InputError(f"OUTPUT {args.output} is the input; choose another path")
-    check_destination(args.output.absolute(), args.overwrite)
-    timing = Timing(multiplier=args.multiplier or (None if args.fps else 2), fps=args.fps)
-    with open_source(input_path, fps=args.input_fps) as source:
-        info = source.info
-        count, plan = plan_for(source, timing)
-        engine = _engine(args)
-        output_fps = timing.output_fps(info.fps)
-        sink = open_sink(
-            args.output,
-            fps=output_fps,
-            width=info.width,
-            height=info.height,
-            bit_depth=info.bit_depth,
-            overwrite=args.overwrite,
-            crf=args.crf,
-            codec=args.codec,
-            audio_from=input_path if info.is_video and info.has_audio else None,
-            metadata_from=input_path if info.is_video else None,
-        )
-        threshold = None if args.no_scene_detect else args.scene_threshold
+    settings = settings_from_args(args)
+    check_output(input_path, args.output, args.overwrite)
+    with settings.open_source(input_path) as source:
+        count, plan = plan_for(source, settings.timing)
+        engine = settings.engine()
+        sink = settings.open_output(args.output, source, overwrite=args.overwrite)
         with sink, tqdm(total=len(plan), unit="frame", disable=args.quiet, dynamic_ncols=True) as bar:
-            written = render(engine, source.frames(), plan, sink, scene_threshold=threshold, on_frame=bar.update)
+            written = render(
+                engine, source.frames(), plan, sink, scene_threshold=settings.scene_threshold, on_frame=bar.update
+            )
+    output_fps = settings.timing.output_fps(source.info.fps)
     return JobReport(count, written, output_fps, time.perf_counter() - start, args.output)
 
 
