@@ -89,6 +89,8 @@ class Interpolator:
         self.channels_last = bool(channels_last if channels_last is not None else self.device.type == "cuda")
         self._decode = torch.compile(self.model.decode, dynamic=True) if compile else self.model.decode
         self.correlation = correlation
+        self._last_prepared: tuple[torch.Tensor, Padding, torch.Tensor] | None = None
+        self._streaming = False
         self.scale_factor = scale_factor
         self.max_batch = max_batch
         self.memory_budget_bytes = memory_budget_bytes
@@ -114,11 +116,18 @@ class Interpolator:
     # -- one pair -------------------------------------------------------------------------------
 
     def _to_network(self, frame: torch.Tensor, padding: Padding) -> torch.Tensor:
+        """The frame on the device, padded. While streaming, the second frame of a pair is kept for the
+        next pair (the stream hands over the same tensor object)."""
+        last = self._last_prepared
+        if self._streaming and last is not None and last[0] is frame and last[1] == padding:
+            return last[2]
         image = frame[..., :3].to(self.device, torch.float32, non_blocking=True).permute(2, 0, 1).unsqueeze(0)
         if not torch.isfinite(image).all():
             raise InputError("a frame contains NaN or infinite pixel values; clean the frames before interpolating")
         image = padding.apply(image)
-        return image.contiguous(memory_format=torch.channels_last) if self.channels_last else image
+        image = image.contiguous(memory_format=torch.channels_last) if self.channels_last else image
+        self._last_prepared = (frame, padding, image) if self._streaming else None
+        return image
 
     def _decode_all(
         self, img0: torch.Tensor, img1: torch.Tensor, times: list[float], padding: Padding, mode: str, batch: int
@@ -151,7 +160,8 @@ class Interpolator:
         if not times:
             return torch.empty(0, height, width, 3)
         padding = padding_for(height, width, self.scale_factor)
-        img0, img1 = self._to_network(frame0, padding), self._to_network(frame1, padding)
+        img0 = self._to_network(frame0, padding)
+        img1 = self._to_network(frame1, padding)
         padded_h, padded_w = img0.shape[-2:]
         mode = self.correlation_mode_for(padded_h, padded_w)
         batch = self._batch_size(len(times), padded_h, padded_w)
@@ -189,19 +199,24 @@ class Interpolator:
         blended: in-between times before 0.5 hold the first frame, later ones the second.
         """
         window = _FrameWindow(iter(frames))
-        for (source, original), group in itertools.groupby(plan, key=lambda p: (p.source, p.is_original)):
-            items = list(group)
-            if original:
-                frame = window.get(source)
-                for _ in items:
-                    yield frame[..., :3].to("cpu", torch.float32)
-                continue
-            frame0, frame1 = window.get(source), window.get(source + 1)
-            if is_cut is not None and is_cut(frame0, frame1):
-                for item in items:
-                    yield (frame0 if item.time < 0.5 else frame1)[..., :3].to("cpu", torch.float32)
-                continue
-            yield from self.interpolate_pair(frame0, frame1, [item.time for item in items])
+        self._streaming = True
+        try:
+            for (source, original), group in itertools.groupby(plan, key=lambda p: (p.source, p.is_original)):
+                items = list(group)
+                if original:
+                    frame = window.get(source)
+                    for _ in items:
+                        yield frame[..., :3].to("cpu", torch.float32)
+                    continue
+                frame0, frame1 = window.get(source), window.get(source + 1)
+                if is_cut is not None and is_cut(frame0, frame1):
+                    for item in items:
+                        yield (frame0 if item.time < 0.5 else frame1)[..., :3].to("cpu", torch.float32)
+                    continue
+                yield from self.interpolate_pair(frame0, frame1, [item.time for item in items])
+        finally:
+            self._streaming = False
+            self._last_prepared = None
 
 
 class _FrameWindow:

@@ -109,7 +109,9 @@ class OnDemandCorrelation:
     are gathered and multiplied in pixel chunks small enough to stay in cache.
     """
 
-    CHUNK_PIXELS = 1024
+    # Pixels per gather: cache-sized on a CPU; on a GPU large enough to keep the kernels busy.
+    CHUNK_PIXELS = {"cpu": 1024}
+    DEFAULT_CHUNK_PIXELS = 16384
 
     def __init__(self, fmap0: torch.Tensor, fmap1: torch.Tensor) -> None:
         batch, dim, h, w = fmap0.shape
@@ -125,9 +127,10 @@ class OnDemandCorrelation:
         """Dot products of each source row with the target rows named in `index` (rows x positions)."""
         dim = source.shape[-1]
         positions = index.shape[1]
+        chunk = self.CHUNK_PIXELS.get(source.device.type, self.DEFAULT_CHUNK_PIXELS)
         dots = source.new_empty(index.shape)
-        for start in range(0, index.shape[0], self.CHUNK_PIXELS):
-            stop = start + self.CHUNK_PIXELS
+        for start in range(0, index.shape[0], chunk):
+            stop = start + chunk
             gathered = target.index_select(0, index[start:stop].reshape(-1)).view(-1, positions, dim)
             dots[start:stop] = torch.bmm(gathered, source[start:stop].unsqueeze(2)).squeeze(2)
         return dots
