@@ -109,6 +109,14 @@ def pack() -> types.ModuleType:
     return load_pack()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _cpu_outside_comfyui(pack: types.ModuleType):
+    """Outside ComfyUI the nodes pick CUDA when there is one; these tests compare numbers on the CPU."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pack.amt_vfi.comfy.host, "resolve_device", lambda device="auto": torch.device("cpu"))
+        yield
+
+
 @pytest.fixture(scope="module")
 def loader(pack):
     return pack.NODE_CLASS_MAPPINGS["AMT Model Loader"]()

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import numbers
 import re
@@ -13,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from ..engine import Interpolator, PlannedFrame, multiplier_plan, schedule_plan, skip_predicate
+from ..engine import Interpolator, PlannedFrame, frames_in_order, multiplier_plan, schedule_plan, skip_predicate
 from ..engine.devices import PRECISION_CHOICES
 from ..errors import InputError
 from ..network import CORRELATION_MODES
@@ -188,6 +187,17 @@ def check_frames(frames: object) -> torch.Tensor:
     return frames
 
 
+def _starts_pair(plan: list[PlannedFrame], index: int) -> bool:
+    """Whether plan[index] is the first new frame of a pair (where the engine computes the pair)."""
+    item = plan[index]
+    return not item.is_original and (index == 0 or plan[index - 1].source != item.source or plan[index - 1].is_original)
+
+
+def _ends_pair(plan: list[PlannedFrame], index: int) -> bool:
+    item = plan[index]
+    return not item.is_original and (index + 1 == len(plan) or plan[index + 1].source != item.source)
+
+
 def _allocate_output(count: int, height: int, width: int) -> torch.Tensor:
     """The one output IMAGE tensor, written in place frame by frame (no list of frames + concatenation)."""
     return torch.empty((count, height, width, 3), dtype=torch.float32)
@@ -225,24 +235,22 @@ def interpolate_frames(
     height, width = frames.shape[1:3]
     output = _allocate_output(len(plan), height, width)
     progress = host.progress_bar(len(plan))
-    position = 0
+    outputs = interpolator.run(frames_in_order(frames), plan)  # lazy: a pair is computed when first asked
     pairs_since_clear = 0
-    with torch.no_grad():
-        for (source, original), group in itertools.groupby(plan, key=lambda p: (p.source, p.is_original)):
-            items = list(group)
-            end = position + len(items)
-            if original:
-                output[position:end] = frames[source, ..., :3]
-            else:
-                host.throw_if_interrupted()
-                times = [item.time for item in items]
-                output[position:end] = interpolator.interpolate_pair(frames[source], frames[source + 1], times)
-                pairs_since_clear += 1
-                if pairs_since_clear >= clear_every:
-                    host.soft_empty_cache(device)
-                    pairs_since_clear = 0
-            position = end
-            progress.update(len(items))
+    try:
+        with torch.no_grad():
+            for index in range(len(plan)):
+                if _starts_pair(plan, index):
+                    host.throw_if_interrupted()  # cancel between pairs
+                output[index] = next(outputs)
+                if _ends_pair(plan, index):
+                    pairs_since_clear += 1
+                    if pairs_since_clear >= clear_every:
+                        host.soft_empty_cache(device)
+                        pairs_since_clear = 0
+                progress.update(1)
+    finally:
+        outputs.close()
     host.soft_empty_cache(device)
     return output
 
