@@ -79,6 +79,8 @@ class Interpolator:
         alignment_for(scale_factor)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # frame sizes repeat, so tuned kernels pay off
         if isinstance(model, AMT):
             self.model = model.to(device=self.device, dtype=self.dtype).eval()
         else:
@@ -121,9 +123,9 @@ class Interpolator:
         last = self._last_prepared
         if self._streaming and last is not None and last[0] is frame and last[1] == padding:
             return last[2]
-        image = frame[..., :3].to(self.device, torch.float32, non_blocking=True).permute(2, 0, 1).unsqueeze(0)
-        if not torch.isfinite(image).all():
+        if not torch.isfinite(frame[..., :3]).all():
             raise InputError("a frame contains NaN or infinite pixel values; clean the frames before interpolating")
+        image = frame[..., :3].to(self.device, torch.float32, non_blocking=True).permute(2, 0, 1).unsqueeze(0)
         image = padding.apply(image)
         image = image.contiguous(memory_format=torch.channels_last) if self.channels_last else image
         self._last_prepared = (frame, padding, image) if self._streaming else None
@@ -138,8 +140,8 @@ class Interpolator:
             for start in range(0, len(times), batch):
                 chunk = times[start : start + batch]
                 embt = torch.tensor(chunk, dtype=torch.float32, device=self.device).view(-1, 1, 1, 1)
-                frames = padding.crop(self._decode(features, embt))
-                results.append(frames.permute(0, 2, 3, 1).to("cpu", torch.float32))
+                frames = padding.crop(self._decode(features, embt)).permute(0, 2, 3, 1)
+                results.append(_to_host(frames))
         output = torch.cat(results)
         if not torch.isfinite(output).all():
             raise AmtVfiError("the network produced non-finite values; please report this with the input size")
@@ -217,6 +219,14 @@ class Interpolator:
         finally:
             self._streaming = False
             self._last_prepared = None
+
+
+def _to_host(frames: torch.Tensor) -> torch.Tensor:
+    """float32 copy on the CPU; from a GPU through pinned memory, which copies several times faster."""
+    if frames.device.type != "cuda":
+        return frames.to("cpu", torch.float32)
+    host = torch.empty(frames.shape, dtype=torch.float32, pin_memory=True)
+    return host.copy_(frames)
 
 
 class _FrameWindow:
