@@ -22,6 +22,8 @@ EXAMPLES = """examples:
   amt-vfi render.mov -o out.mp4 --model amt-l --device cuda --precision fp16
   amt-vfi uhd.mp4 -o uhd_2x.mp4 --scale 0.5         4K: the network works at half resolution
   amt-vfi --demo -o demo_2x.mp4                     try it on the clip that ships with amt-vfi
+  amt-vfi film.mkv -o film_2x.mkv --ray             chunks over a local Ray (resumable: rerun it)
+  amt-vfi clips.txt -o smooth/ --ray=auto           many clips on this machine's Ray cluster
 
 checkpoints are looked up in $AMT_VFI_MODELS, then the user cache (~/.cache/amt-vfi), and
 downloaded there on first use; --checkpoint uses a file directly."""
@@ -37,11 +39,15 @@ def _rate(text: str) -> Fraction:
     return value
 
 
-def _multiplier(text: str) -> int:
+def _whole(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _multiplier(text: str) -> int:
+    value = _whole(text)
     if value < 2:
         raise argparse.ArgumentTypeError(f"must be 2 or more (the output has N times the frames), got {value}")
     return value
@@ -87,8 +93,42 @@ def build_parser() -> argparse.ArgumentParser:
     media.add_argument("--no-scene-detect", action="store_true", help="interpolate across scene cuts too")
     media.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     media.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    _add_scale_out(parser)
     parser.add_argument("--version", action="version", version=f"amt-vfi {__version__}")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _add_scale_out(parser: argparse.ArgumentParser) -> None:
+    from ..distributed.chunks import DEFAULT_CHUNK_FRAMES  # not at the top: amt_vfi.distributed imports this package
+
+    group = parser.add_argument_group(
+        "scale-out (Ray)",
+        "INPUT may also be a list file (.txt, one clip per line) or a folder of videos: then "
+        "OUTPUT is a folder and the clips run on Ray",
+    )
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="render chunks on Ray workers: a local Ray, or the cluster at ADDRESS (e.g. auto, ray://head:10001)",
+    )
+    group.add_argument(
+        "--workers", type=_positive, metavar="N", help="Ray workers (default: one per GPU, else one per 4 CPUs)"
+    )
+    group.add_argument(
+        "--chunk-frames",
+        type=_positive,
+        metavar="N",
+        help=f"input frames per chunk at most, ending at scene cuts where possible (default {DEFAULT_CHUNK_FRAMES})",
+    )
 
 
 def _input_path(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
@@ -136,22 +176,78 @@ def run(args: argparse.Namespace, input_path: Path) -> JobReport:
     return JobReport(count, written, output_fps, time.perf_counter() - start, args.output)
 
 
+def _summary(report: JobReport) -> str:
+    fps = float(report.output_fps)
+    return (
+        f"amt-vfi: {report.input_frames} frames in, {report.output_frames} out at {fps:g} fps "
+        f"in {report.seconds:.1f} s -> {report.output}"
+    )
+
+
+def _uses_ray(args: argparse.Namespace, input_path: Path, parser: argparse.ArgumentParser) -> bool:
+    from ..distributed import is_batch
+
+    if args.ray is not None or is_batch(input_path):
+        return True
+    if args.workers is not None or args.chunk_frames is not None:
+        parser.error("--workers and --chunk-frames apply to Ray jobs; add --ray")
+    return False
+
+
+def run_on_ray(args: argparse.Namespace, input_path: Path) -> int:
+    """Chunks (and clips) over Ray workers; failed clips of a many-clip job are listed and make it exit 1."""
+    from tqdm import tqdm
+
+    from ..distributed import DEFAULT_CHUNK_FRAMES, ChunkEvent, interpolate_distributed
+
+    with tqdm(unit="frame", disable=args.quiet, dynamic_ncols=True) as bar:
+
+        def progress(event: ChunkEvent) -> None:
+            bar.total = event.total_frames
+            bar.update(event.frames)
+
+        report = interpolate_distributed(
+            input_path,
+            args.output,
+            settings_from_args(args),
+            address=args.ray or None,
+            workers=args.workers,
+            chunk_frames=args.chunk_frames or DEFAULT_CHUNK_FRAMES,
+            overwrite=args.overwrite,
+            on_chunk=progress,
+        )
+    for clip in report.failed:
+        print(f"amt-vfi: error: {clip.input}: {clip.error}", file=sys.stderr)
+    if not args.quiet:
+        chunks = sum(clip.chunks for clip in report.clips)
+        reused = sum(clip.reused for clip in report.clips)
+        where = f"({chunks} chunks, {reused} reused from an earlier run, on {len(report.workers)} Ray workers)"
+        if len(report.clips) == 1 and report.clips[0].output == args.output.absolute():
+            clip = report.clips[0]
+            job = JobReport(clip.input_frames, clip.output_frames, clip.output_fps, report.seconds, args.output)
+            print(f"{_summary(job)} {where}")
+        else:
+            done = f"{len(report.clips) - len(report.failed)} of {len(report.clips)} clips done"
+            print(f"amt-vfi: {done} in {report.seconds:.1f} s -> {args.output} {where}")
+    return 1 if report.failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     input_path = _input_path(args, parser)
+    on_ray = _uses_ray(args, input_path, parser)
     try:
+        if on_ray:
+            return run_on_ray(args, input_path)
         report = run(args, input_path)
     except AmtVfiError as error:
         print(f"amt-vfi: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("amt-vfi: interrupted; no output was written", file=sys.stderr)
+        kept = "finished chunks are kept; rerun the same command to resume" if on_ray else "no output was written"
+        print(f"amt-vfi: interrupted; {kept}", file=sys.stderr)
         return 130
     if not args.quiet:
-        fps = float(report.output_fps)
-        print(
-            f"amt-vfi: {report.input_frames} frames in, {report.output_frames} out at {fps:g} fps "
-            f"in {report.seconds:.1f} s -> {report.output}"
-        )
+        print(_summary(report))
     return 0

@@ -1,0 +1,65 @@
+"""Which clips a job covers and where each one's output goes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+from ..media import VIDEO_EXTENSIONS, is_video_output
+from ..media.images import natural_key
+from ..media.video import CONTAINER_FORMATS
+
+LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
+BATCH_VIDEO_SUFFIX = ".mp4"
+
+
+def _videos_in(folder: Path) -> list[Path]:
+    return sorted(
+        (entry for entry in folder.iterdir() if entry.suffix.lower() in VIDEO_EXTENSIONS and entry.is_file()),
+        key=lambda entry: natural_key(entry.name),
+    )
+
+
+def is_batch(path: Path) -> bool:
+    """A list file (.txt, .lst, .list), or a folder holding video files, names many clips; any other
+    folder is one clip made of images."""
+    if path.is_file():
+        return path.suffix.lower() in LIST_SUFFIXES
+    return path.is_dir() and bool(_videos_in(path))
+
+
+def _read_list(path: Path) -> list[Path]:
+    """One clip per line, relative to the list's folder; blank lines and lines starting with # are skipped."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"Cannot read the list of clips {path} ({error})") from None
+    names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [(path.parent / Path(name).expanduser()).absolute() for name in names]
+
+
+def expand_batch(path: Path) -> list[Path]:
+    """The clips a list file or a folder of videos names, in order."""
+    clips = _read_list(path) if path.is_file() else [entry.absolute() for entry in _videos_in(path)]
+    if not clips:
+        raise InputError(f"{path} names no clips")
+    return clips
+
+
+def batch_outputs(clips: list[Path], folder: Path) -> list[Path]:
+    """One output per clip in `folder`: a video keeps its container (or becomes .mp4 when that container
+    cannot be written), an image folder stays a folder. Two clips with one output name are refused."""
+    if is_video_output(folder):
+        raise InputError(f"OUTPUT {folder} must be a folder when the input is many clips")
+    outputs: dict[Path, Path] = {}
+    for clip in clips:
+        suffix = clip.suffix.lower()
+        if suffix in VIDEO_EXTENSIONS:
+            name = clip.stem + (suffix if suffix in CONTAINER_FORMATS else BATCH_VIDEO_SUFFIX)
+        else:
+            name = clip.name
+        output = folder.absolute() / name
+        if output in outputs:
+            raise InputError(f"{outputs[output]} and {clip} would both be written to {output}; rename one")
+        outputs[output] = clip
+    return list(outputs)

@@ -1,0 +1,424 @@
+"""Running a job over a Ray cluster: clips cut into chunks, chunks rendered by model-holding actors.
+
+The driver only plans, dispatches and joins. It probes each clip (frame count, plan), has the workers
+scan the clip for scene cuts in parallel pieces, cuts the plan into chunks at those cuts, hands each
+chunk to the next idle worker and, once a clip's chunks are all in, joins them into the output. The
+manifest records every step, so a rerun of the same job redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from ..cli.job import JobSettings, check_output, plan_for
+from ..engine import PlannedFrame
+from ..errors import AmtVfiError, InputError
+from ..media import SourceInfo, is_video_output
+from ..media.atomic import check_destination
+from .chunks import DEFAULT_CHUNK_FRAMES, Chunk, choose_boundaries, make_chunks, scan_ranges
+from .clips import batch_outputs, expand_batch, is_batch
+from .manifest import Manifest, fingerprint, manifest_path, settings_key, still_matches, work_path
+from .stitch import Part, assemble_folder, stitch_video
+from .worker import ChunkDone, ChunkWorker, DataFault
+
+MAX_RESTARTS = 3  # a worker process that dies is started again (model and all) this many times ...
+MAX_TASK_RETRIES = 3  # ... and the chunk it was rendering is rendered again
+CPUS_PER_CPU_WORKER = 4  # without GPUs, one worker per this many CPUs unless told otherwise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClipReport:
+    """How one clip went: `error` says why it has no output."""
+
+    input: Path
+    output: Path
+    input_frames: int = 0
+    output_frames: int = 0
+    output_fps: Fraction | None = None
+    chunks: int = 0
+    computed: int = 0
+    reused: int = 0
+    error: str | None = None
+
+
+@dataclass
+class DistributedReport:
+    clips: list[ClipReport]
+    workers: list[str]
+    seconds: float
+
+    @property
+    def failed(self) -> list[ClipReport]:
+        return [clip for clip in self.clips if clip.error is not None]
+
+
+@dataclass(frozen=True)
+class ChunkEvent:
+    """Sent after each chunk is rendered (or found finished by an earlier run), for progress displays."""
+
+    clip: Path
+    chunk: int | None  # None: the whole clip was finished before
+    frames: int
+    reused: bool
+    total_frames: int
+
+
+@dataclass
+class _Clip:
+    report: ClipReport
+    work: Path
+    entry: dict[str, Any] = field(default_factory=dict)
+    info: SourceInfo | None = None
+    plan: list[PlannedFrame] = field(default_factory=list)
+    chunks: list[Chunk] = field(default_factory=list)
+    cuts: list[int] = field(default_factory=list)
+    scans_left: int = 0
+    chunks_left: set[int] = field(default_factory=set)
+
+    @property
+    def failed(self) -> bool:
+        return self.report.error is not None
+
+    def chunk_path(self, chunk: Chunk) -> Path:
+        output = self.report.output
+        return self.work / f"chunk_{chunk.index:05d}{output.suffix.lower() if is_video_output(output) else ''}"
+
+
+@dataclass(frozen=True)
+class _Scan:
+    clip: _Clip
+    first: int
+    last: int
+
+    def submit(self, actor: Any) -> Any:
+        return actor.scan.remote(self.clip.report.input, self.first, self.last)
+
+
+@dataclass(frozen=True)
+class _Render:
+    clip: _Clip
+    chunk: Chunk
+
+    def submit(self, actor: Any) -> Any:
+        return actor.render.remote(self.clip.report.input, self.chunk, self.clip.chunk_path(self.chunk))
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise AmtVfiError("running on Ray needs the ray package: pip install 'amt-vfi[ray]'") from None
+    return ray
+
+
+def _connect(ray: Any, address: str | None) -> bool:
+    """Join the cluster at `address`, or start a local one; False when this process was already connected."""
+    if ray.is_initialized():
+        return False
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:
+            ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise AmtVfiError(f"Cannot start or reach Ray{f' at {address}' if address else ''}: {error}") from None
+    return True
+
+
+def _worker_layout(ray: Any, settings: JobSettings, workers: int | None) -> tuple[int, dict[str, Any], int | None]:
+    """How many workers, their Ray resources, and torch threads each: a GPU apiece where the cluster has
+    GPUs, else an even share of the CPUs; refused up front when the cluster cannot hold them (Ray would
+    otherwise wait forever)."""
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    if settings.device == "cuda" and not gpus:
+        raise AmtVfiError("--device cuda was asked for but the Ray cluster has no GPUs")
+    if gpus and settings.device in ("auto", "cuda"):
+        count = workers or gpus
+        if count > gpus:
+            raise AmtVfiError(f"{count} workers need {count} GPUs but the Ray cluster has {gpus}")
+        return count, {"num_gpus": 1, "num_cpus": 1}, None
+    count = workers or max(1, cpus // CPUS_PER_CPU_WORKER)
+    if count > cpus:
+        raise AmtVfiError(f"{count} CPU workers need a CPU each but the Ray cluster has {cpus}")
+    largest_node = max(int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"])
+    share = max(1, min(cpus // count, largest_node))
+    return count, {"num_gpus": 0, "num_cpus": share}, share
+
+
+def _start_workers(ray: Any, settings: JobSettings, workers: int | None) -> tuple[list[Any], list[str]]:
+    count, resources, threads = _worker_layout(ray, settings, workers)
+    actor_class = ray.remote(ChunkWorker).options(
+        **resources, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES
+    )
+    actors = [actor_class.remote(settings, threads) for _ in range(count)]
+    try:
+        return actors, ray.get([actor.describe.remote() for actor in actors])
+    except ray.exceptions.RayError as error:
+        for actor in actors:
+            ray.kill(actor)
+        raise AmtVfiError(f"a Ray worker could not load the model: {_reason(error)}") from None
+
+
+def _reason(error: Exception) -> str:
+    """The original error inside a Ray error, in one line."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, Exception):
+        return f"{type(cause).__name__}: {cause}" if not isinstance(cause, AmtVfiError) else str(cause)
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+class _Run:
+    """One job's state on the driver: clips, the work queue, the workers and the manifest."""
+
+    def __init__(
+        self,
+        clips: list[_Clip],
+        settings: JobSettings,
+        manifest: Manifest,
+        *,
+        chunk_frames: int,
+        overwrite: bool,
+        single: bool,
+        on_chunk: Callable[[ChunkEvent], None],
+    ) -> None:
+        self.clips, self.settings, self.manifest = clips, settings, manifest
+        self.chunk_frames, self.overwrite, self.single, self.on_chunk = chunk_frames, overwrite, single, on_chunk
+        self.queue: deque[_Scan | _Render] = deque()
+        self.total_frames = sum(len(clip.plan) for clip in clips)
+
+    # -- clip states ------------------------------------------------------------------------------
+
+    def fail(self, clip: _Clip, message: str) -> None:
+        """Record why a clip has no output; a one-clip job stops right here with that error."""
+        clip.report.error = message
+        self.manifest.save()
+        if self.single:
+            raise AmtVfiError(message)
+
+    def resume(self, clip: _Clip) -> None:
+        """Reuse what an earlier run finished and verified; queue the rest."""
+        if still_matches(clip.report.output, clip.entry["done"]):
+            clip.report.chunks = clip.report.reused = len(clip.entry["chunks"])
+            self.on_chunk(ChunkEvent(clip.report.input, None, len(clip.plan), True, self.total_frames))
+            return
+        clip.entry["done"] = None
+        try:
+            check_destination(clip.report.output, self.overwrite)
+        except AmtVfiError as error:
+            self.fail(clip, str(error))
+            return
+        if clip.entry["boundaries"] is not None:
+            self.cut(clip)
+        elif self.settings.scene_threshold is None:
+            clip.entry["boundaries"] = choose_boundaries(clip.report.input_frames, self.chunk_frames)
+            self.cut(clip)
+        else:
+            ranges = scan_ranges(clip.report.input_frames, self.chunk_frames)
+            clip.scans_left = len(ranges)
+            self.queue.extend(_Scan(clip, first, last) for first, last in ranges)
+
+    def cut(self, clip: _Clip) -> None:
+        """Cut the clip's plan at its boundaries; queue the chunks no earlier run left verified."""
+        clip.chunks = make_chunks(clip.plan, clip.entry["boundaries"])
+        clip.report.chunks = len(clip.chunks)
+        recorded = clip.entry["chunks"]
+        for chunk in clip.chunks:
+            if still_matches(clip.chunk_path(chunk), recorded.get(str(chunk.index))):
+                clip.report.reused += 1
+                self.on_chunk(ChunkEvent(clip.report.input, chunk.index, chunk.frames, True, self.total_frames))
+            else:
+                recorded.pop(str(chunk.index), None)
+                clip.chunks_left.add(chunk.index)
+                self.queue.append(_Render(clip, chunk))
+        self.manifest.save()
+        if not clip.chunks_left:
+            self.join(clip)
+
+    def scanned(self, scan: _Scan, cuts: list[int]) -> None:
+        clip = scan.clip
+        clip.cuts.extend(cuts)
+        clip.scans_left -= 1
+        if clip.scans_left == 0:
+            clip.entry["boundaries"] = choose_boundaries(clip.report.input_frames, self.chunk_frames, clip.cuts)
+            self.cut(clip)
+
+    def rendered(self, job: _Render, done: ChunkDone) -> None:
+        clip, chunk = job.clip, job.chunk
+        if done.frames != chunk.frames:
+            self.fail(clip, f"chunk {chunk.index} of {clip.report.input} gave {done.frames} frames, not {chunk.frames}")
+            return
+        clip.entry["chunks"][str(chunk.index)] = done.fingerprint
+        clip.chunks_left.discard(chunk.index)
+        clip.report.computed += 1
+        self.manifest.save()
+        self.on_chunk(ChunkEvent(clip.report.input, chunk.index, chunk.frames, False, self.total_frames))
+        if not clip.chunks_left and not clip.failed:
+            self.join(clip)
+
+    def join(self, clip: _Clip) -> None:
+        """Stitch the finished chunks into the output, record it, drop the chunks."""
+        report, info = clip.report, clip.info
+        assert info is not None
+        parts = [Part(clip.chunk_path(chunk), chunk.first_output, chunk.frames) for chunk in clip.chunks]
+        try:
+            if is_video_output(report.output):
+                audio = report.input if info.is_video and info.has_audio else None
+                stitch_video(parts, report.output, fps=report.output_fps, audio_from=audio, overwrite=self.overwrite)
+            else:
+                assemble_folder(parts, report.output, overwrite=self.overwrite)
+        except AmtVfiError as error:
+            self.fail(clip, str(error))
+            return
+        clip.entry["done"] = fingerprint(report.output, len(clip.plan))
+        self.manifest.save()
+        shutil.rmtree(clip.work, ignore_errors=True)
+
+    # -- dispatch ---------------------------------------------------------------------------------
+
+    def dispatch(self, ray: Any, actors: list[Any]) -> None:
+        """Keep every worker busy until the queue is empty; a worker lost for good takes its job's clip
+        down with it (Ray has already restarted it and retried the job `MAX_TASK_RETRIES` times)."""
+        idle = list(actors)
+        running: dict[Any, tuple[Any, _Scan | _Render]] = {}
+
+        def feed() -> None:
+            while idle and self.queue:
+                job = self.queue.popleft()
+                if not job.clip.failed:
+                    actor = idle.pop()
+                    running[job.submit(actor)] = (actor, job)
+
+        feed()
+        while running:
+            [ref], _ = ray.wait(list(running), num_returns=1)
+            actor, job = running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayActorError as error:
+                self.lost(job, f"its worker died {MAX_RESTARTS + 1} times ({_reason(error)})")
+                if not idle and not running:
+                    self.abandon("every Ray worker died")
+                continue
+            except ray.exceptions.RayTaskError as error:
+                result = DataFault(f"the worker failed: {_reason(error)}")
+            idle.append(actor)
+            feed()  # before handling, which may join a whole clip while the workers wait
+            self.handle(job, result)
+            feed()
+
+    def handle(self, job: _Scan | _Render, result: list[int] | ChunkDone | DataFault) -> None:
+        clip = job.clip
+        if clip.failed:
+            return
+        if isinstance(result, DataFault):
+            self.fail(clip, result.message)
+        elif isinstance(job, _Scan):
+            self.scanned(job, result)
+        else:
+            self.rendered(job, result)
+
+    def lost(self, job: _Scan | _Render, why: str) -> None:
+        if not job.clip.failed:
+            what = f"chunk {job.chunk.index}" if isinstance(job, _Render) else "the scene scan"
+            self.fail(job.clip, f"{what} of {job.clip.report.input} could not be rendered: {why}")
+
+    def abandon(self, why: str) -> None:
+        while self.queue:
+            job = self.queue.popleft()
+            if not job.clip.failed:
+                self.fail(job.clip, why)
+
+
+def _prepare(
+    inputs: list[Path], outputs: list[Path], work_root: Path, settings: JobSettings, single: bool
+) -> list[_Clip]:
+    """Probe every clip on the driver: frame count and plan (cheap; nothing is decoded but a frame)."""
+    clips = []
+    for input_path, output in zip(inputs, outputs, strict=True):
+        clip = _Clip(ClipReport(input_path, output), work_root / output.name)
+        try:
+            check_output(input_path, output, overwrite=True)  # an existing output may be this job's, see resume
+            with settings.open_source(input_path) as source:
+                clip.info = source.info
+                clip.report.input_frames, clip.plan = plan_for(source, settings.timing)
+                clip.report.output_fps = settings.timing.output_fps(source.info.fps)
+        except AmtVfiError as error:
+            if single:
+                raise
+            clip.report.error = str(error)
+        clip.report.output_frames = len(clip.plan)
+        clips.append(clip)
+    return clips
+
+
+def interpolate_distributed(
+    inputs: str | Path | Sequence[str | Path],
+    output: str | Path,
+    settings: JobSettings | None = None,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+    overwrite: bool = False,
+    on_chunk: Callable[[ChunkEvent], None] = lambda event: None,
+) -> DistributedReport:
+    """Interpolate one clip, or many into the folder `output`, on Ray workers (see docs/distributed.md).
+
+    `inputs` is a video, an image folder, a list file or folder of videos, or a list of clips. `address`
+    names a running cluster (e.g. 'ray://head:10001' or 'auto'); without one a local Ray is started, and
+    a Ray this process already joined is used as it is. A one-clip job raises its error; a many-clip job
+    reports each failed clip in the result and still finishes the others. Rerunning a job resumes it.
+    """
+    start = time.perf_counter()
+    settings = settings or JobSettings()
+    if chunk_frames < 1:
+        raise InputError(f"chunk size must be at least 1 frame, got {chunk_frames}")
+    if workers is not None and workers < 1:
+        raise InputError(f"workers must be at least 1, got {workers}")
+    output = Path(output).absolute()
+    if isinstance(inputs, (str, Path)) and not is_batch(Path(inputs)):
+        clip_inputs, clip_outputs = [Path(inputs).absolute()], [output]
+    else:
+        clip_inputs = expand_batch(Path(inputs)) if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
+        clip_outputs = batch_outputs(clip_inputs, output)
+    single = len(clip_inputs) == 1 and clip_outputs[0] == output
+    clips = _prepare(clip_inputs, clip_outputs, work_path(output), settings, single)
+    manifest = Manifest.load(manifest_path(output), settings_key(settings, settings.resolve_model()))
+    if manifest.restarted:
+        log.warning("the settings changed since %s was written; starting the job over", manifest.path)
+        shutil.rmtree(work_path(output), ignore_errors=True)
+    run = _Run(
+        clips, settings, manifest, chunk_frames=chunk_frames, overwrite=overwrite, single=single, on_chunk=on_chunk
+    )
+    for clip in clips:
+        if not clip.failed:
+            clip.entry = manifest.clip(clip.report.input, clip.report.output)
+            run.resume(clip)
+    names: list[str] = []
+    if run.queue:
+        ray = _import_ray()
+        started = _connect(ray, address)
+        actors: list[Any] = []
+        try:
+            actors, names = _start_workers(ray, settings, workers)
+            run.dispatch(ray, actors)
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+            if started:
+                ray.shutdown()
+    if not any(clip.failed for clip in clips):
+        shutil.rmtree(work_path(output), ignore_errors=True)
+    return DistributedReport([clip.report for clip in clips], names, time.perf_counter() - start)

@@ -1,0 +1,105 @@
+"""Joining finished chunks into the final output without decoding or encoding a frame.
+
+Video chunks are remuxed: their packets are copied into one container with timestamps shifted by the
+chunk's first output frame, and the input's audio is carried alongside exactly as the single-process
+sink does. Image chunks are linked into one folder under their global frame numbers. Either way the
+result is built in a temp next to the output and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import NamedTuple
+
+import av
+
+from ..media import OUTPUT_PATTERN, OutputWriteError
+from ..media.atomic import check_destination, commit, discard, make_temp
+from ..media.audio import AudioCarrier, packet_time
+from ..media.errors import translate_errors
+from ..media.video import CONTAINER_FORMATS
+
+
+class Part(NamedTuple):
+    """A finished chunk: its file or folder, its first frame's number in the output, its frame count."""
+
+    path: Path
+    first_output: int
+    frames: int
+
+
+def _frames(timestamp: int, time_base: Fraction, fps: Fraction) -> int:
+    """A timestamp in any container's time base as a whole number of output frames."""
+    return round(timestamp * time_base * fps)
+
+
+def _remux(parts: Sequence[Part], temp: Path, container: str, fps: Fraction, audio_from: Path | None) -> None:
+    with av.open(str(parts[0].path)) as first, av.open(str(temp), "w", format=container) as out:
+        stream = out.add_stream_from_template(first.streams.video[0])  # codec, size, colour, rotation
+        frame_base = 1 / fps  # packets are stamped in frames; the muxer may pick a finer time base
+        stream.time_base = frame_base
+        stream.codec_context.framerate = fps
+        audio = AudioCarrier(out, audio_from) if audio_from is not None else None
+        try:
+            for part in parts:
+                with av.open(str(part.path)) as chunk:
+                    for packet in chunk.demux(chunk.streams.video[0]):
+                        if not packet.size:
+                            continue
+                        base = packet.time_base
+                        packet.pts = part.first_output + _frames(packet.pts, base, fps)
+                        packet.dts = part.first_output + _frames(packet.dts, base, fps)
+                        packet.duration = _frames(packet.duration or 0, base, fps)
+                        packet.time_base = frame_base
+                        packet.stream = stream
+                        out.mux(packet)
+                        if audio is not None:
+                            audio.mux_until(out, packet_time(packet))
+            if audio is not None:
+                audio.mux_until(out, None)
+        finally:
+            if audio is not None:
+                audio.close()
+
+
+def stitch_video(
+    parts: Sequence[Part], output: Path, *, fps: Fraction, audio_from: Path | None, overwrite: bool
+) -> None:
+    """Join video chunks, in order, into `output` at `fps`."""
+    check_destination(output, overwrite)
+    temp = make_temp(output, directory=False)
+    try:
+        with translate_errors(OutputWriteError, f"Cannot join the chunks of {output}"):
+            _remux(parts, temp, CONTAINER_FORMATS[output.suffix.lower()], fps, audio_from)
+        commit(temp, output, overwrite=overwrite)
+    except BaseException:
+        discard(temp)
+        raise
+
+
+def _link(source: Path, target: Path) -> None:
+    """A hard link costs no space or time; copy where the file system has none."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def assemble_folder(parts: Sequence[Part], output: Path, *, overwrite: bool) -> None:
+    """Join image chunks, in order, into the folder `output`."""
+    check_destination(output, overwrite)
+    temp = make_temp(output, directory=True)
+    try:
+        with translate_errors(OutputWriteError, f"Cannot gather the chunks of {output}"):
+            for part in parts:
+                for index in range(part.frames):
+                    name = OUTPUT_PATTERN.format(index)
+                    _link(part.path / name, temp / OUTPUT_PATTERN.format(part.first_output + index))
+        commit(temp, output, overwrite=overwrite)
+    except BaseException:
+        discard(temp)
+        raise

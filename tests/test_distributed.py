@@ -1,0 +1,218 @@
+"""Scale-out over Ray: chunked output equals the single-process CLI, faults, resume, many clips.
+
+One local Ray (2 CPUs) serves the module. Two CPU workers get one CPU and one torch thread each, so
+the single-process references run on one thread too: torch's CPU kernels round differently with
+different thread counts, and the comparisons here are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+import torch
+from distributed_helpers import decode, kill_ray_workers, read_folder, scene_frame, write_folder
+from media_helpers import make_clip, stream_summary
+
+from amt_vfi.cli import main
+from amt_vfi.cli.job import JobSettings, Timing
+from amt_vfi.distributed import choose_boundaries, expand_batch, interpolate_distributed, is_batch, make_chunks
+from amt_vfi.engine import multiplier_plan, retime_plan
+from amt_vfi.errors import AmtVfiError
+
+CUTS = (20, 40)
+SIZE = (96, 64)
+CHUNK = 12  # input frames: a 60-frame clip becomes 6 chunks, two of them ending at the cuts
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 frames, scene cuts at 20 and 40."""
+    frames = [scene_frame(i, CUTS, *SIZE) for i in range(60)]
+    return write_folder(tmp_path_factory.mktemp("scenes") / "in", frames)
+
+
+@pytest.fixture(scope="module")
+def reference(scenes: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    """The single-process CLI's output for `scenes`, on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path_factory.mktemp("reference") / "out"
+        assert main([str(scenes), "-o", str(out), "-q"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return read_folder(out)
+
+
+def _manifest(output: Path) -> dict:
+    return json.loads((output.parent / f".{output.name}.amt-vfi-manifest.json").read_text())
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".partial-" in p.name or p.name.endswith("-work"))
+
+
+# -- chunking (no Ray) ------------------------------------------------------------------------------
+
+
+def test_boundaries_prefer_cuts_and_bound_the_length() -> None:
+    assert choose_boundaries(60, CHUNK, CUTS) == [12, 20, 32, 40, 52]
+    assert choose_boundaries(60, 24, CUTS) == [20, 40]
+    assert choose_boundaries(60, 24, [3, 50]) == [24, 48]  # cuts too early in a chunk are not used
+    assert choose_boundaries(60, 100, CUTS) == []
+    assert choose_boundaries(2, 1) == []
+
+
+@pytest.mark.parametrize("plan", [multiplier_plan(30, 3), retime_plan(30, Fraction(24), Fraction(60))])
+def test_chunks_cover_the_plan_once_and_read_one_frame_of_overlap(plan) -> None:
+    chunks = make_chunks(plan, [7, 15, 22])
+    assert [item for chunk in chunks for item in chunk.items] == plan
+    assert [chunk.first_output for chunk in chunks] == [0, *np.cumsum([c.frames for c in chunks])[:-1]]
+    for chunk, following in zip(chunks, chunks[1:], strict=False):
+        assert chunk.last_frame == following.first_frame  # the pair across the boundary, once, on the left
+    assert chunks[-1].last_frame == 29
+
+
+def test_batch_inputs_are_list_files_and_folders_of_videos(tmp_path: Path, scenes: Path) -> None:
+    for name in ("b.mp4", "c.mkv", "a10.mp4", "a2.mp4", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    listing = tmp_path / "clips.txt"
+    listing.write_text("# clips\na2.mp4\n\n  b.mp4\n")
+    assert is_batch(tmp_path) and is_batch(listing) and not is_batch(scenes)
+    assert [p.name for p in expand_batch(tmp_path)] == ["a2.mp4", "a10.mp4", "b.mp4", "c.mkv"]
+    assert expand_batch(listing) == [tmp_path / "a2.mp4", tmp_path / "b.mp4"]
+
+
+def test_usage_errors(tmp_path: Path, scenes: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([str(scenes), "-o", str(tmp_path / "out"), "--workers", "2"])
+    assert caught.value.code == 2 and "add --ray" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    assert main([str(scenes), "-o", str(tmp_path / "out"), "--ray"]) == 1
+    err = capsys.readouterr().err
+    assert "pip install 'amt-vfi[ray]'" in err and "Traceback" not in err
+
+
+# -- on a local Ray -----------------------------------------------------------------------------------
+
+
+def test_chunks_at_scene_cuts_equal_the_single_process_output(
+    local_ray, scenes: Path, reference: dict[str, np.ndarray], tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "out"
+    argv = [str(scenes), "-o", str(out), "--ray", "--workers", "2", "--chunk-frames", str(CHUNK)]
+    assert main(argv) == 0
+    assert "60 frames in, 119 out at 48 fps" in capsys.readouterr().out
+    entry = _manifest(out)["clips"][str(scenes)]
+    assert entry["boundaries"] == [12, 20, 32, 40, 52] and len(entry["chunks"]) == 6
+    written = read_folder(out)
+    assert list(written) == list(reference)
+    assert all(np.array_equal(written[name], reference[name]) for name in reference)
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_killed_worker_is_restarted_and_its_chunk_redone(
+    local_ray, scenes: Path, reference: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    killed: list[int] = []
+
+    def kill_once(event) -> None:
+        if not killed:
+            killed.extend(kill_ray_workers())  # the other worker is mid-chunk, this one just got the next
+
+    out = tmp_path / "out"
+    report = interpolate_distributed(scenes, out, workers=2, chunk_frames=CHUNK, on_chunk=kill_once)
+    assert killed and not report.failed
+    assert report.clips[0].computed == 6
+    written = read_folder(out)
+    assert all(np.array_equal(written[name], reference[name]) for name in reference)
+
+
+def test_an_interrupted_job_resumes_with_only_the_missing_chunks(
+    local_ray, scenes: Path, reference: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    computed: list[int] = []
+
+    def interrupt_after_two(event) -> None:
+        computed.append(event.chunk)
+        if len(computed) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interpolate_distributed(scenes, out, workers=2, chunk_frames=CHUNK, on_chunk=interrupt_after_two)
+    assert not out.exists()
+    finished = set(_manifest(out)["clips"][str(scenes)]["chunks"])
+    assert {str(chunk) for chunk in computed} <= finished and len(finished) < 6
+
+    report = interpolate_distributed(scenes, out, workers=2, chunk_frames=CHUNK).clips[0]
+    assert (report.reused, report.computed) == (len(finished), 6 - len(finished))
+    written = read_folder(out)
+    assert all(np.array_equal(written[name], reference[name]) for name in reference)
+
+    again = interpolate_distributed(scenes, out, workers=2, chunk_frames=CHUNK)
+    assert again.workers == [] and again.clips[0].computed == 0  # verified complete: Ray is not even used
+
+
+def test_many_clips_finish_around_a_corrupt_one(local_ray, tmp_path: Path, capsys) -> None:
+    make_clip(tmp_path / "a.mp4", frames=10, size=SIZE)
+    make_clip(tmp_path / "c.mov", frames=6, size=SIZE, audio_codec=None)
+    broken = write_folder(tmp_path / "b", [scene_frame(i, (), *SIZE) for i in range(12)])
+    damaged = broken / "f007.png"
+    damaged.write_bytes(damaged.read_bytes()[:200])  # the header still reads, the pixels do not
+    listing = tmp_path / "clips.txt"
+    listing.write_text("a.mp4\nb\nc.mov\n")
+    out = tmp_path / "out"
+    assert main([str(listing), "-o", str(out), "--chunk-frames", "4", "-q"]) == 1  # a list runs on Ray unasked
+    err = capsys.readouterr().err
+    assert f"amt-vfi: error: {broken}:" in err and "f007.png" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "c.mov"]
+    assert len(decode(out / "a.mp4")[0]) == 19 and len(decode(out / "c.mov")[0]) == 11
+    assert stream_summary(out / "a.mp4")["audio_codec"] == "aac"
+
+
+@pytest.mark.parametrize(("name", "codec"), [("out.mkv", "ffv1"), ("out.mp4", "libx264")])
+def test_video_output_matches_the_single_process_output(
+    local_ray, one_thread, tmp_path: Path, name: str, codec: str
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=24, fps=Fraction(24), size=SIZE, gop=6)
+    single, chunked = tmp_path / "single" / name, tmp_path / "chunked" / name
+    assert main([str(clip), "-o", str(single), "--codec", codec, "-q"]) == 0
+    argv = [str(clip), "-o", str(chunked), "--codec", codec, "--ray", "--workers", "2", "--chunk-frames", "7", "-q"]
+    assert main(argv) == 0
+    (frames_a, times_a), (frames_b, times_b) = decode(single), decode(chunked)
+    assert len(frames_b) == len(frames_a) == 47 and times_b == times_a
+    summary_a, summary_b = stream_summary(single), stream_summary(chunked)
+    for key in ("duration", "packets", "ends", "video_codec", "audio_codec"):
+        assert summary_b[key] == summary_a[key], key
+    if codec == "ffv1":  # lossless: the frames the chunks encoded are the frames the single process encoded
+        assert all(np.array_equal(a, b) for a, b in zip(frames_a, frames_b, strict=True))
+
+
+def test_a_one_clip_job_raises_its_error(tmp_path: Path) -> None:
+    settings = JobSettings(timing=Timing(multiplier=3))
+    with pytest.raises(AmtVfiError, match="does not exist"):
+        interpolate_distributed(tmp_path / "missing.mp4", tmp_path / "o.mp4", settings)
