@@ -5,6 +5,7 @@ are joined by remuxing (video) or renaming (image folders). Ray is imported only
 this package imports without it; see docs/distributed.md.
 """
 
+from ..cli.job import JobSettings, Timing
 from .chunks import DEFAULT_CHUNK_FRAMES, Chunk, choose_boundaries, make_chunks
 from .clips import expand_batch, is_batch
 from .runner import ChunkEvent, ClipReport, DistributedReport, interpolate_distributed
@@ -15,6 +16,8 @@ __all__ = [
     "ChunkEvent",
     "ClipReport",
     "DistributedReport",
+    "JobSettings",
+    "Timing",
     "choose_boundaries",
     "expand_batch",
     "interpolate_distributed",

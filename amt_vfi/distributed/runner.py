@@ -110,7 +110,7 @@ class _Render:
     chunk: Chunk
 
     def submit(self, actor: Any) -> Any:
-        return actor.render.remote(self.clip.report.input, self.chunk, self.clip.chunk_path(self.chunk))
+        return actor.render_chunk.remote(self.clip.report.input, self.chunk, self.clip.chunk_path(self.chunk))
 
 
 def _import_ray() -> Any:
@@ -306,13 +306,13 @@ class _Run:
             actor, job = running.pop(ref)
             try:
                 result = ray.get(ref)
-            except ray.exceptions.RayActorError as error:
+            except ray.exceptions.RayTaskError as error:  # the worker's code raised: reported with the clip
+                result = DataFault(f"the worker failed: {_reason(error)}")
+            except ray.exceptions.RayError as error:  # the worker is gone for good
                 self.lost(job, f"its worker died {MAX_RESTARTS + 1} times ({_reason(error)})")
                 if not idle and not running:
                     self.abandon("every Ray worker died")
                 continue
-            except ray.exceptions.RayTaskError as error:
-                result = DataFault(f"the worker failed: {_reason(error)}")
             idle.append(actor)
             feed()  # before handling, which may join a whole clip while the workers wait
             self.handle(job, result)

@@ -66,7 +66,7 @@ class ChunkWorker:
         except AmtVfiError as error:
             return DataFault(str(error))
 
-    def render(self, input_path: Path, chunk: Chunk, output: Path) -> ChunkDone | DataFault:
+    def render_chunk(self, input_path: Path, chunk: Chunk, output: Path) -> ChunkDone | DataFault:
         """Write `chunk`'s frames to `output` (a file or folder replaced atomically, so a retry after a
         crash simply writes it again)."""
         try:
