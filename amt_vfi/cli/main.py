@@ -221,7 +221,8 @@ def run_on_ray(args: argparse.Namespace, input_path: Path) -> int:
     if not args.quiet:
         chunks = sum(clip.chunks for clip in report.clips)
         reused = sum(clip.reused for clip in report.clips)
-        where = f"({chunks} chunks, {reused} reused from an earlier run, on {len(report.workers)} Ray workers)"
+        workers = f", on {len(report.workers)} Ray workers" if report.workers else ""
+        where = f"({chunks} chunks, {reused} reused from an earlier run{workers})"
         if len(report.clips) == 1 and report.clips[0].output == args.output.absolute():
             clip = report.clips[0]
             job = JobReport(clip.input_frames, clip.output_frames, clip.output_fps, report.seconds, args.output)
