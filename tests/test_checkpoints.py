@@ -146,3 +146,17 @@ def test_unknown_name_lists_official_names(tmp_path: Path) -> None:
 
 def test_default_download_url_is_the_official_hub() -> None:
     assert store.DOWNLOAD_URL.format(name="amt-s.pth") == "https://huggingface.co/lalala125/AMT/resolve/main/amt-s.pth"
+
+
+def test_convert_command_verifies_and_refuses_to_overwrite(amt_s_path: Path, tmp_path: Path, capsys) -> None:
+    from amt_vfi.convert import main
+
+    target = tmp_path / "amt-s.safetensors"
+    assert main([str(amt_s_path), str(target)]) == 0
+    assert "wrote" in capsys.readouterr().out and amt_vfi.load_model(target).spec.name == "amt-s"
+    assert main([str(amt_s_path), str(target)]) == 1
+    assert "use --overwrite" in capsys.readouterr().err
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"nope")
+    assert main([str(junk), str(tmp_path / "j.safetensors")]) == 1
+    assert str(junk) in capsys.readouterr().err
