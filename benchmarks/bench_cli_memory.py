@@ -1,0 +1,78 @@
+"""Peak memory of the CLI on a short and a long clip: streaming means it must not grow with length.
+
+    python benchmarks/bench_cli_memory.py [--frames 20 200] [--size 640x360]
+
+Each run is `amt-vfi clip.mp4 -o out.mp4 --multiplier 2` in a fresh process on stand-in AMT-S weights;
+prints the peak RSS of each and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from bench_engine import make_checkpoint, moving_texture
+
+
+def write_clip(path: Path, frames: int, height: int, width: int) -> None:
+    pictures = (moving_texture(frames, height, width).numpy() * 255).round().astype(np.uint8)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.time_base = Fraction(1, 24)
+        for index, picture in enumerate(pictures):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+# Runs the CLI in-process and reports that process's own peak RSS on exit.
+MEASURE = """
+import resource, runpy, sys
+sys.argv = ["amt-vfi", *sys.argv[1:]]
+try:
+    runpy.run_module("amt_vfi", run_name="__main__")
+except SystemExit as done:
+    assert not done.code, done.code
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_rss_of(arguments: list[str], env: dict[str, str]) -> float:
+    """Peak RSS (GB) of a CLI run in a fresh process."""
+    done = subprocess.run([sys.executable, "-c", MEASURE, *arguments], env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-500:])
+    return int(done.stdout.split()[-1]) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, nargs="+", default=[20, 200])
+    parser.add_argument("--size", default="640x360")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        make_checkpoint("amt-s", work)
+        env = {**os.environ, "AMT_VFI_MODELS": str(work)}
+        peaks = {}
+        for count in args.frames:
+            clip = work / f"clip{count}.mp4"
+            write_clip(clip, count, height, width)
+            peaks[count] = peak_rss_of([str(clip), "-o", str(work / f"out{count}.mp4"), "-q"], env)
+            print(f"{count} frames {width}x{height}: peak RSS {peaks[count]:.3f} GB", flush=True)
+    longest, shortest = max(peaks), min(peaks)
+    print(f"ratio {longest} / {shortest} frames: {peaks[longest] / peaks[shortest]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
