@@ -73,11 +73,12 @@ class AllPairsCorrelation:
         dtype = torch.float16 if fmap0.is_cuda and fmap0.dtype == torch.float16 else torch.float32
         flat0, flat1 = fmap0.to(dtype).flatten(2), fmap1.to(dtype).flatten(2)
         scale = 1.0 / math.sqrt(dim)
-        # Two products instead of a transposed copy of the first: as fast, and no strided copy.
-        forward = torch.bmm(flat0.transpose(1, 2), flat1).mul_(scale).view(batch * h * w, 1, h, w)
-        self.levels_fwd = _pool_levels(forward)
-        backward = torch.bmm(flat1.transpose(1, 2), flat0).mul_(scale).view(batch * h * w, 1, h, w)
-        self.levels_bwd = _pool_levels(backward)
+        # A second product is cheaper than a transposed copy of the first, on CPUs and GPUs alike.
+        forward = torch.bmm(flat0.transpose(1, 2), flat1).mul_(scale)
+        self.levels_fwd = _pool_levels(forward.view(batch * h * w, 1, h, w))
+        del forward
+        backward = torch.bmm(flat1.transpose(1, 2), flat0).mul_(scale)
+        self.levels_bwd = _pool_levels(backward.view(batch * h * w, 1, h, w))
         self.offsets = _window_offsets(fmap0.device)
 
     def _lookup(self, levels: list[torch.Tensor], centres: torch.Tensor) -> torch.Tensor:
@@ -115,7 +116,7 @@ class OnDemandCorrelation:
     """
 
     # Pixels per gather: cache-sized on a CPU; on a GPU large enough to keep the kernels busy.
-    CHUNK_PIXELS = {"cpu": 1024}
+    CHUNK_PIXELS = {"cpu": 256}
     DEFAULT_CHUNK_PIXELS = 16384
 
     def __init__(self, fmap0: torch.Tensor, fmap1: torch.Tensor) -> None:
