@@ -179,11 +179,11 @@ def test_out_of_memory_falls_back_then_explains(amt_s_path: Path, monkeypatch: p
     calls: list[tuple[int, str]] = []
     real_decode_all = engine._decode_all
 
-    def flaky(img0, img1, times, padding, mode, batch):
+    def flaky(pair, times, padding, mode, batch):
         calls.append((batch, mode))
         if len(calls) < 4:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_decode_all(img0, img1, times, padding, mode, batch)
+        return real_decode_all(pair, times, padding, mode, batch)
 
     monkeypatch.setattr(engine, "_decode_all", flaky)
     frame = torch.rand(64, 64, 3)

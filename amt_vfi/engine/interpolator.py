@@ -91,7 +91,7 @@ class Interpolator:
         self.channels_last = bool(channels_last if channels_last is not None else self.device.type == "cuda")
         self._decode = torch.compile(self.model.decode, dynamic=True) if compile else self.model.decode
         self.correlation = correlation
-        self._last_prepared: tuple[torch.Tensor, Padding, torch.Tensor] | None = None
+        self._last_prepared: tuple[torch.Tensor, Padding, torch.Tensor, torch.Tensor] | None = None
         self._streaming = False
         self.scale_factor = scale_factor
         self.max_batch = max_batch
@@ -117,35 +117,38 @@ class Interpolator:
 
     # -- one pair -------------------------------------------------------------------------------
 
-    def _to_network(self, frame: torch.Tensor, padding: Padding) -> torch.Tensor:
-        """The frame on the device, padded. While streaming, the second frame of a pair is kept for the
+    def _to_network(self, frame: torch.Tensor, padding: Padding) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frame on the device, padded, and whether its pixels are finite (checked on the device, read
+        later, so no synchronisation here). While streaming, the second frame of a pair is kept for the
         next pair (the stream hands over the same tensor object)."""
         last = self._last_prepared
         if self._streaming and last is not None and last[0] is frame and last[1] == padding:
-            return last[2]
-        if not torch.isfinite(frame[..., :3]).all():
-            raise InputError("a frame contains NaN or infinite pixel values; clean the frames before interpolating")
+            return last[2], last[3]
         image = frame[..., :3].to(self.device, torch.float32, non_blocking=True).permute(2, 0, 1).unsqueeze(0)
+        finite = torch.isfinite(image).all()
         image = padding.apply(image)
         image = image.contiguous(memory_format=torch.channels_last) if self.channels_last else image
-        self._last_prepared = (frame, padding, image) if self._streaming else None
-        return image
+        self._last_prepared = (frame, padding, image, finite) if self._streaming else None
+        return image, finite
 
     def _decode_all(
-        self, img0: torch.Tensor, img1: torch.Tensor, times: list[float], padding: Padding, mode: str, batch: int
+        self, pair: tuple[torch.Tensor, ...], times: list[float], padding: Padding, mode: str, batch: int
     ) -> torch.Tensor:
+        img0, finite0, img1, finite1 = pair
         with torch.inference_mode():
             features = self.model.encode(img0, img1, self.scale_factor, correlation=mode)
-            results = []
+            results, output_finite = [], []
             for start in range(0, len(times), batch):
                 chunk = times[start : start + batch]
                 embt = torch.tensor(chunk, dtype=torch.float32, device=self.device).view(-1, 1, 1, 1)
                 frames = padding.crop(self._decode(features, embt)).permute(0, 2, 3, 1)
+                output_finite.append(torch.isfinite(frames).all())
                 results.append(_to_host(frames))
-        output = torch.cat(results)
-        if not torch.isfinite(output).all():
+        if not bool(finite0 & finite1):
+            raise InputError("a frame contains NaN or infinite pixel values; clean the frames before interpolating")
+        if not bool(torch.stack(output_finite).all()):
             raise AmtVfiError("the network produced non-finite values; please report this with the input size")
-        return output
+        return torch.cat(results)
 
     def interpolate_pair(self, frame0: torch.Tensor, frame1: torch.Tensor, timesteps: Sequence[float]) -> torch.Tensor:
         """Frames at `timesteps` (each in (0, 1)) between two H x W x C frames -> T x H x W x 3 on the CPU.
@@ -162,14 +165,13 @@ class Interpolator:
         if not times:
             return torch.empty(0, height, width, 3)
         padding = padding_for(height, width, self.scale_factor)
-        img0 = self._to_network(frame0, padding)
-        img1 = self._to_network(frame1, padding)
-        padded_h, padded_w = img0.shape[-2:]
+        pair = (*self._to_network(frame0, padding), *self._to_network(frame1, padding))
+        padded_h, padded_w = pair[0].shape[-2:]
         mode = self.correlation_mode_for(padded_h, padded_w)
         batch = self._batch_size(len(times), padded_h, padded_w)
         while True:
             try:
-                return self._decode_all(img0, img1, times, padding, mode, batch)
+                return self._decode_all(pair, times, padding, mode, batch)
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise

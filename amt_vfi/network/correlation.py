@@ -62,7 +62,9 @@ def _window_offsets(device: torch.device) -> torch.Tensor:
 class AllPairsCorrelation:
     """The reference scheme: every source pixel owns a pooled pyramid of its full correlation plane.
 
-    Memory grows with (h*w)^2; use it for small frames, where it is the fastest.
+    Memory grows with (h*w)^2; use it for small frames, where it is the fastest. The pooled levels are
+    products with pooled features (pooling the plane equals correlating with the pooled map), which is
+    exact and much cheaper than pooling the huge level-0 volume.
     """
 
     def __init__(self, fmap0: torch.Tensor, fmap1: torch.Tensor) -> None:
@@ -71,15 +73,20 @@ class AllPairsCorrelation:
         # float16 features keep their dtype on a GPU (tensor cores, half the traffic); elsewhere float32
         # (bfloat16 has too few mantissa bits to address sample positions).
         dtype = torch.float16 if fmap0.is_cuda and fmap0.dtype == torch.float16 else torch.float32
-        flat0, flat1 = fmap0.to(dtype).flatten(2), fmap1.to(dtype).flatten(2)
-        scale = 1.0 / math.sqrt(dim)
-        # A second product is cheaper than a transposed copy of the first, on CPUs and GPUs alike.
-        forward = torch.bmm(flat0.transpose(1, 2), flat1).mul_(scale)
-        self.levels_fwd = _pool_levels(forward.view(batch * h * w, 1, h, w))
-        del forward
-        backward = torch.bmm(flat1.transpose(1, 2), flat0).mul_(scale)
-        self.levels_bwd = _pool_levels(backward.view(batch * h * w, 1, h, w))
+        fmap0, fmap1 = fmap0.to(dtype), fmap1.to(dtype)
+        self.levels_fwd = self._volumes(fmap0, _pool_levels(fmap1))
+        self.levels_bwd = self._volumes(fmap1, _pool_levels(fmap0))
         self.offsets = _window_offsets(fmap0.device)
+
+    @staticmethod
+    def _volumes(source: torch.Tensor, targets: list[torch.Tensor]) -> list[torch.Tensor]:
+        batch, dim, h, w = source.shape
+        rows = source.flatten(2).transpose(1, 2)
+        scale = 1.0 / math.sqrt(dim)
+        return [
+            torch.bmm(rows, target.flatten(2)).mul_(scale).view(batch * h * w, 1, *target.shape[-2:])
+            for target in targets
+        ]
 
     def _lookup(self, levels: list[torch.Tensor], centres: torch.Tensor) -> torch.Tensor:
         steps = centres.shape[0] // self.batch
