@@ -165,3 +165,17 @@ def test_mps_safe_warp_equals_border_warp() -> None:
     image = torch.rand(2, 3, 20, 30, generator=generator)
     flow = (torch.rand(2, 2, 20, 30, generator=generator) - 0.5) * 40
     assert (warp(image, flow) - warp(image, flow, clamp_coordinates=True)).abs().max() <= 1e-6
+
+
+def test_large_frames_encoded_one_at_a_time_give_the_same_frame(
+    models: dict[str, AMT], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from amt_vfi.network import model as model_module
+
+    img0, img1 = _frames(7)
+    embt = torch.full((1, 1, 1, 1), 0.5)
+    with torch.inference_mode():
+        together = models["amt-s"](img0, img1, embt)
+        monkeypatch.setattr(model_module, "SEPARATE_ENCODING_VALUES", 0)
+        apart = models["amt-s"](img0, img1, embt)
+    assert (together - apart).abs().max() <= 1e-5

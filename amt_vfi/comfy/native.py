@@ -25,13 +25,13 @@ import torch
 from torch import nn
 
 from ..checkpoints import load_model
-from ..engine.devices import is_out_of_memory, release_cached_memory, resolve_precision
+from ..engine.devices import resolve_precision
+from ..engine.memory import choose_correlation, default_budget, with_memory_fallback
 from ..engine.padding import alignment_for, padding_for
-from ..errors import InputError, OutOfMemoryError
-from ..network import AMT, CORRELATION_MODES, all_pairs_bytes
+from ..errors import InputError
+from ..network import AMT, CORRELATION_MODES
 from . import host, models
 
-GIB = 1 << 30
 _PAIR_CACHE_KEY = "amt_pair_features"
 
 
@@ -119,15 +119,6 @@ class AMTFrameInterpolationModel(nn.Module):
                 out[inside, 3:] = (1 - weights) * img0[:, 3:].float() + weights * img1[:, 3:].float()
         return out
 
-    def _correlation_for(self, height: int, width: int, device: torch.device) -> str:
-        if self.correlation != "auto":
-            return self.correlation
-        budget = 2 * GIB
-        if device.type == "cuda":
-            budget = int(torch.cuda.mem_get_info(device)[0] * 0.6)
-        work_h, work_w = (int(size * self.scale_factor) // 8 for size in (height, width))
-        return "all-pairs" if all_pairs_bytes(1, work_h, work_w) <= budget // 2 else "on-demand"
-
     def _cached_features(self, cache: dict | None, img0: torch.Tensor, img1: torch.Tensor, mode: str):
         if cache is None:
             return None
@@ -153,28 +144,24 @@ class AMTFrameInterpolationModel(nn.Module):
         if not (torch.isfinite(x0).all() and torch.isfinite(x1).all()):
             raise InputError("a frame contains NaN or infinite pixel values; clean the frames before interpolating")
         self.amt.set_mps_safe_warp(device.type == "mps")
-        mode = self._correlation_for(x0.shape[-2], x0.shape[-1], device)
+        mode = choose_correlation(self.correlation, *x0.shape[-2:], self.scale_factor, default_budget(device))
         batch = min(self.max_batch, len(times))
-        while True:
-            try:
-                return self._encode_decode(img0, img1, x0, x1, times, padding, mode, batch, cache)
-            except Exception as error:
-                if not is_out_of_memory(error):
-                    raise
+
+        def forget_features() -> None:
             if cache is not None:
                 cache.pop(_PAIR_CACHE_KEY, None)
-            release_cached_memory(device)
-            if batch > 1:
-                batch = max(1, batch // 2)
-                self.max_batch = batch
-            elif mode != "on-demand":
-                mode = "on-demand"
-            else:
-                raise OutOfMemoryError(
-                    f"out of memory on {device} for {width}x{height} frames with AMT even one time step at a "
-                    "time with the on-demand correlation; load the model with scale_factor 0.5 (or 0.25) "
-                    "or fp16 precision"
-                )
+
+        frames, fitted = with_memory_fallback(
+            lambda mode, size: self._encode_decode(img0, img1, x0, x1, times, padding, mode, size, cache),
+            mode=mode,
+            batch=batch,
+            device=device,
+            advice=f"for {width}x{height} frames load the model with scale_factor 0.5 (or 0.25) or fp16 precision",
+            on_retry=forget_features,
+        )
+        if fitted < batch:
+            self.max_batch = fitted
+        return frames
 
     def _encode_decode(self, img0, img1, x0, x1, times, padding, mode, batch, cache):
         device = x0.device

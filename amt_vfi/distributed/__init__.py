@@ -2,7 +2,7 @@
 
 The output is the single-process output: chunks overlap by the one frame their last pair needs, and
 are joined by remuxing (video) or renaming (image folders). Ray is imported only when a job runs, so
-this package imports without it; see docs/distributed.md.
+this package imports without it; see the "Scale-out" section of README.md.
 """
 
 from ..cli.job import JobSettings, Timing

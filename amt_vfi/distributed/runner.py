@@ -374,7 +374,7 @@ def interpolate_distributed(
     overwrite: bool = False,
     on_chunk: Callable[[ChunkEvent], None] = lambda event: None,
 ) -> DistributedReport:
-    """Interpolate one clip, or many into the folder `output`, on Ray workers (see docs/distributed.md).
+    """Interpolate one clip, or many into the folder `output`, on Ray workers (README: "Scale-out").
 
     `inputs` is a video, an image folder, a list file or folder of videos, or a list of clips. `address`
     names a running cluster (e.g. 'ray://head:10001' or 'auto'); without one a local Ray is started, and

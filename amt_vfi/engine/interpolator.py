@@ -13,23 +13,15 @@ from pathlib import Path
 import torch
 
 from ..checkpoints import resolve_checkpoint
-from ..errors import AmtVfiError, InputError, OutOfMemoryError
-from ..network import AMT, CORRELATION_MODES, CorrelationMode, all_pairs_bytes
-from .devices import is_out_of_memory, release_cached_memory, resolve_device, resolve_precision
+from ..errors import AmtVfiError, InputError
+from ..network import AMT, CORRELATION_MODES, CorrelationMode
+from .devices import resolve_device, resolve_precision
+from .memory import choose_correlation, default_budget, with_memory_fallback
 from .model_cache import cached_model
 from .padding import Padding, alignment_for, padding_for
 from .plan import PlannedFrame
 
 CutPredicate = Callable[[torch.Tensor, torch.Tensor], bool]
-GIB = 1 << 30
-
-
-def _default_budget(device: torch.device) -> int:
-    """Bytes the engine lets one pair use on `device`."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.6)
-    return 2 * GIB
 
 
 def _check_frame(frame: torch.Tensor, name: str) -> None:
@@ -100,7 +92,7 @@ class Interpolator:
     # -- sizing ---------------------------------------------------------------------------------
 
     def _budget(self) -> int:
-        return self.memory_budget_bytes or _default_budget(self.device)
+        return self.memory_budget_bytes or default_budget(self.device)
 
     def _batch_size(self, steps: int, height: int, width: int) -> int:
         """Time steps decoded together: as many as the budget holds (a rough per-step activation cost)."""
@@ -108,12 +100,8 @@ class Interpolator:
         return max(1, min(steps, self.max_batch, self._budget() // per_step))
 
     def correlation_mode_for(self, height: int, width: int) -> CorrelationMode:
-        """The correlation used for padded frames of this size: all-pairs while it fits half the budget."""
-        if self.correlation != "auto":
-            return self.correlation
-        work_h, work_w = (int(size * self.scale_factor) // 8 for size in (height, width))
-        fits = all_pairs_bytes(1, work_h, work_w) <= self._budget() // 2
-        return "all-pairs" if fits else "on-demand"
+        """The correlation used for padded frames of this size."""
+        return choose_correlation(self.correlation, height, width, self.scale_factor, self._budget())
 
     # -- one pair -------------------------------------------------------------------------------
 
@@ -167,26 +155,17 @@ class Interpolator:
         padding = padding_for(height, width, self.scale_factor)
         pair = (*self._to_network(frame0, padding), *self._to_network(frame1, padding))
         padded_h, padded_w = pair[0].shape[-2:]
-        mode = self.correlation_mode_for(padded_h, padded_w)
         batch = self._batch_size(len(times), padded_h, padded_w)
-        while True:
-            try:
-                return self._decode_all(pair, times, padding, mode, batch)
-            except Exception as error:
-                if not is_out_of_memory(error):
-                    raise
-            release_cached_memory(self.device)
-            if batch > 1:
-                batch = max(1, batch // 2)
-                self.max_batch = batch
-            elif mode != "on-demand":
-                mode = "on-demand"
-            else:
-                raise OutOfMemoryError(
-                    f"out of memory on {self.device} for {width}x{height} frames even one time step at a time "
-                    "with the on-demand correlation; use a scale factor of 0.5 (or 0.25), fp16 precision, "
-                    "or the CPU"
-                )
+        output, fitted = with_memory_fallback(
+            lambda mode, size: self._decode_all(pair, times, padding, mode, size),
+            mode=self.correlation_mode_for(padded_h, padded_w),
+            batch=batch,
+            device=self.device,
+            advice=f"for {width}x{height} frames use a scale factor of 0.5 (or 0.25), fp16 precision, or the CPU",
+        )
+        if fitted < batch:
+            self.max_batch = fitted  # remembered, so later pairs do not run out of memory first
+        return output
 
     # -- streams --------------------------------------------------------------------------------
 

@@ -65,6 +65,10 @@ def _check_pair(img0: torch.Tensor, img1: torch.Tensor, scale_factor: float) -> 
         )
 
 
+# Frames with more values than a padded 1080p RGB frame are encoded one at a time.
+SEPARATE_ENCODING_VALUES = 3 * 1088 * 1920
+
+
 class AMT(nn.Module):
     """All-Pairs Multi-Field Transforms for frame interpolation.
 
@@ -134,12 +138,18 @@ class AMT(nn.Module):
         work0, work1 = frame0, frame1
         if scale_factor != 1.0:
             work0, work1 = resize(frame0, scale_factor), resize(frame1, scale_factor)
-        both = torch.cat([work0, work1], dim=0).to(dtype)
-        fmap0, fmap1 = self.feat_encoder(both).chunk(2, dim=0)
+        if img0[0].numel() > SEPARATE_ENCODING_VALUES:
+            # Large frames are encoded one at a time: the same result (instance norm is per sample) at
+            # half the peak memory.
+            fmap0, fmap1 = (self.feat_encoder(work.to(dtype)) for work in (work0, work1))
+            context0, context1 = (self.encoder(work.to(dtype)) for work in (work0, work1))
+        else:
+            both = torch.cat([work0, work1], dim=0).to(dtype)
+            fmap0, fmap1 = self.feat_encoder(both).chunk(2, dim=0)
+            context0, context1 = zip(*(x.chunk(2, dim=0) for x in self.encoder(both)), strict=True)
         lookup = build_correlation(
             fmap0, fmap1, correlation or self.correlation_mode, budget_bytes=self.correlation_budget_bytes
         )
-        context = self.encoder(both)
         h, w = fmap0.shape[-2:]
         ys, xs = torch.meshgrid(
             torch.arange(h, device=img0.device, dtype=torch.float32),
@@ -150,8 +160,8 @@ class AMT(nn.Module):
             mean=mean,
             frame0=frame0,
             frame1=frame1,
-            context0=[x.chunk(2, dim=0)[0] for x in context],
-            context1=[x.chunk(2, dim=0)[1] for x in context],
+            context0=list(context0),
+            context1=list(context1),
             correlation=lookup,
             grid=torch.stack([xs, ys]).unsqueeze(0),
             scale_factor=scale_factor,
@@ -213,16 +223,15 @@ class AMT(nn.Module):
             masks, residuals = resize(masks, back), resize(residuals, back)
         n = self.spec.fields
         batch, _, height, width = features.frame0.shape
-        warped0 = warp(
-            features.frame0.repeat_interleave(n, dim=0), flows0.reshape(batch * n, 2, height, width), self._mps_safe
-        )
-        warped1 = warp(
-            features.frame1.repeat_interleave(n, dim=0), flows1.reshape(batch * n, 2, height, width), self._mps_safe
-        )
-        warped0 = warped0.view(batch, n, 3, height, width)
-        warped1 = warped1.view(batch, n, 3, height, width)
-        weight = masks.unsqueeze(2)
-        candidates = weight * warped0 + (1 - weight) * warped1 + features.mean.unsqueeze(1) + residuals.view_as(warped0)
+        candidates = flows0.new_empty(batch, n, 3, height, width)
+        # One field at a time: at 4K every full-resolution temporary is hundreds of MB.
+        for k in range(n):
+            weight = masks[:, k : k + 1]
+            warped0 = warp(features.frame0, flows0[:, 2 * k : 2 * k + 2], self._mps_safe)
+            warped1 = warp(features.frame1, flows1[:, 2 * k : 2 * k + 2], self._mps_safe)
+            residual = residuals[:, 3 * k : 3 * k + 3]
+            candidates[:, k] = weight * warped0 + (1 - weight) * warped1 + features.mean + residual
+        del warped0, warped1, flows0, flows1, masks, residuals
         dtype = self.comb_block[0].weight.dtype
         correction = self.comb_block(candidates.view(batch, 3 * n, height, width).to(dtype)).float()
         return (candidates.mean(dim=1) + correction).clamp(0.0, 1.0)

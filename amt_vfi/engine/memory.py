@@ -1,0 +1,63 @@
+"""Memory policy shared by every caller of the network: budgets, the correlation choice, and what to
+try when a device runs out of memory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+
+from ..errors import OutOfMemoryError
+from ..network import CorrelationMode, all_pairs_bytes
+from .devices import is_out_of_memory, release_cached_memory
+
+GIB = 1 << 30
+T = TypeVar("T")
+
+
+def default_budget(device: torch.device) -> int:
+    """Bytes one frame pair may use on `device`: 60% of what is free on a GPU, 2 GiB elsewhere."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.6)
+    return 2 * GIB
+
+
+def choose_correlation(
+    requested: CorrelationMode, height: int, width: int, scale_factor: float, budget: int
+) -> CorrelationMode:
+    """'auto' -> the all-pairs volume while it fits in half the budget (padded frame size), else on-demand."""
+    if requested != "auto":
+        return requested
+    work_h, work_w = (int(size * scale_factor) // 8 for size in (height, width))
+    return "all-pairs" if all_pairs_bytes(1, work_h, work_w) <= budget // 2 else "on-demand"
+
+
+def with_memory_fallback(
+    attempt: Callable[[CorrelationMode, int], T],
+    *,
+    mode: CorrelationMode,
+    batch: int,
+    device: torch.device,
+    advice: str,
+    on_retry: Callable[[], None] = lambda: None,
+) -> tuple[T, int]:
+    """Run `attempt(mode, batch)`; on out-of-memory halve the batch, then switch to the on-demand
+    correlation, then raise OutOfMemoryError with `advice`. Returns the result and the batch that fit."""
+    while True:
+        try:
+            return attempt(mode, batch), batch
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+        on_retry()
+        release_cached_memory(device)
+        if batch > 1:
+            batch = max(1, batch // 2)
+        elif mode != "on-demand":
+            mode = "on-demand"
+        else:
+            raise OutOfMemoryError(
+                f"out of memory on {device} even one time step at a time with the on-demand correlation; {advice}"
+            )
