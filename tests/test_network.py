@@ -179,3 +179,15 @@ def test_large_frames_encoded_one_at_a_time_give_the_same_frame(
         monkeypatch.setattr(model_module, "SEPARATE_ENCODING_VALUES", 0)
         apart = models["amt-s"](img0, img1, embt)
     assert (together - apart).abs().max() <= 1e-5
+
+
+def test_row_bands_equal_the_whole_frame() -> None:
+    from amt_vfi.network.layers import in_row_bands
+
+    layer = AMT(VARIANTS["amt-l"]).comb_block.eval()  # two 7x7 convolutions: radius 6
+    x = torch.randn(2, 15, 75, 33)
+    with torch.inference_mode():
+        whole = layer(x)
+        banded = in_row_bands(layer, x, halo=6, band_pixels=33 * 10)
+    assert banded.shape == whole.shape
+    assert (banded - whole).abs().max() <= 1e-5

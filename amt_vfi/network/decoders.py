@@ -74,5 +74,5 @@ class MultiFieldDecoder(nn.Module):
         flows0 = out[:, 0 : 2 * n] + upsample_flow(flow0).repeat(1, n, 1, 1)
         flows1 = out[:, 2 * n : 4 * n] + upsample_flow(flow1).repeat(1, n, 1, 1)
         masks = torch.sigmoid(out[:, 4 * n : 5 * n])
-        residuals = out[:, 5 * n :]
+        residuals = out[:, 5 * n :].clone()  # a copy, so the large `out` is freed on return
         return flows0, flows1, masks, residuals

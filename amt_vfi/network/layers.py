@@ -82,3 +82,24 @@ def warp(image: torch.Tensor, flow: torch.Tensor, clamp_coordinates: bool = Fals
     padding = "zeros" if clamp_coordinates else "border"
     warped = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode=padding, align_corners=True)
     return warped.to(image.dtype)
+
+
+def in_row_bands(layer: nn.Module, x: torch.Tensor, halo: int, band_pixels: int = 1 << 20) -> torch.Tensor:
+    """`layer(x)` computed a band of rows at a time, each band with `halo` extra rows on either side.
+
+    Exact for a stack of 'same' convolutions and pointwise operations whose receptive radius is at most
+    `halo`, and the peak memory is that of one band instead of the whole frame.
+    """
+    height, width = x.shape[-2:]
+    rows = max(4 * halo, band_pixels // max(width, 1))
+    if height <= rows:
+        return layer(x)
+    output = None
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        first, last = max(0, top - halo), min(height, bottom + halo)
+        band = layer(x[..., first:last, :])[..., top - first : bottom - first, :]
+        if output is None:
+            output = band.new_empty(*band.shape[:-2], height, band.shape[-1])
+        output[..., top:bottom, :] = band
+    return output

@@ -11,7 +11,7 @@ from torch import nn
 from .correlation import CorrelationLookup, CorrelationMode, build_correlation
 from .decoders import InitialDecoder, IntermediateDecoder, MultiFieldDecoder
 from .encoders import BottleneckBlock, ContextPyramid, CorrelationFeatureEncoder, ResidualBlock
-from .layers import conv, resize, warp
+from .layers import conv, in_row_bands, resize, warp
 from .update import UpdateBlock
 from .variants import VariantSpec
 
@@ -233,7 +233,8 @@ class AMT(nn.Module):
             candidates[:, k] = weight * warped0 + (1 - weight) * warped1 + features.mean + residual
         del warped0, warped1, flows0, flows1, masks, residuals
         dtype = self.comb_block[0].weight.dtype
-        correction = self.comb_block(candidates.view(batch, 3 * n, height, width).to(dtype)).float()
+        stacked = candidates.view(batch, 3 * n, height, width).to(dtype)
+        correction = in_row_bands(self.comb_block, stacked, halo=self.spec.comb_kernel - 1).float()
         return (candidates.mean(dim=1) + correction).clamp(0.0, 1.0)
 
     def forward(
