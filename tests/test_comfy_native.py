@@ -11,7 +11,6 @@ A last test runs it with the real ModelPatcher and model management of the harne
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import os
@@ -25,22 +24,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from comfy_pack import PACK, ROOT, _cpu_outside_comfyui, load_pack, pack
 from conftest import load_golden
 
-ROOT = Path(__file__).resolve().parents[1]
-PACK = "amt-vfi-pack"
 HARNESS = Path(__file__).resolve().parents[2] / "shared" / "comfyui"
-
-
-def load_pack() -> types.ModuleType:
-    """Import the repository root as ComfyUI does: a package from its folder's __init__.py."""
-    if PACK in sys.modules:
-        return sys.modules[PACK]
-    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def core_frame_interpolate(patcher, images, multiplier, model_management, use_multi=True, batch=None):
@@ -102,19 +89,6 @@ class FakeModelManagement:
     def load_model_gpu(self, patcher) -> None:
         self.loaded.append(patcher)
         patcher.model.to(patcher.load_device)
-
-
-@pytest.fixture(scope="module")
-def pack() -> types.ModuleType:
-    return load_pack()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cpu_outside_comfyui(pack: types.ModuleType):
-    """Outside ComfyUI the nodes pick CUDA when there is one; these tests compare numbers on the CPU."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pack.amt_vfi.comfy.host, "resolve_device", lambda device="auto": torch.device("cpu"))
-        yield
 
 
 @pytest.fixture(scope="module")

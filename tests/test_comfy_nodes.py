@@ -8,7 +8,6 @@ frames, RGBA and a schedule-vs-int comparison run the real network.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -22,37 +21,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from comfy_pack import PACK, ROOT, _cpu_outside_comfyui, load_pack, pack
 from conftest import load_golden
 
 from amt_vfi.checkpoints import standin_state_dict
 
-ROOT = Path(__file__).resolve().parents[1]
-PACK = "amt-vfi-pack"  # a folder name with dashes, as custom-node folders often have
 OFFICIAL = ["amt-s.pth", "amt-l.pth", "amt-g.pth", "gopro_amt-s.pth"]
-
-
-def load_pack() -> types.ModuleType:
-    """Import the repository root as ComfyUI does: a package from its folder's __init__.py."""
-    if PACK in sys.modules:
-        return sys.modules[PACK]
-    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def pack() -> types.ModuleType:
-    return load_pack()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cpu_outside_comfyui(pack: types.ModuleType):
-    """Outside ComfyUI the nodes pick CUDA when there is one; these tests compare numbers on the CPU."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pack.amt_vfi.comfy.host, "resolve_device", lambda device="auto": torch.device("cpu"))
-        yield
 
 
 @pytest.fixture(scope="module")

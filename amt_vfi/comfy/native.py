@@ -31,6 +31,7 @@ from ..engine.padding import alignment_for, padding_for
 from ..errors import InputError
 from ..network import AMT, CORRELATION_MODES
 from . import host, models
+from .inputs import correlation_input, scale_factor_input
 
 _PAIR_CACHE_KEY = "amt_pair_features"
 
@@ -214,25 +215,8 @@ class AMTModelLoader:
                         "else fp32. fp32 matches the AMT VFI node's default results.",
                     },
                 ),
-                "correlation": (
-                    list(CORRELATION_MODES),
-                    {
-                        "default": "auto",
-                        "tooltip": "auto: the all-pairs correlation volume while it fits in memory, else the "
-                        "on-demand lookup (same result, far less memory at 1440p/4K).",
-                    },
-                ),
-                "scale_factor": (
-                    "FLOAT",
-                    {
-                        "default": 1.0,
-                        "min": 0.25,
-                        "max": 1.0,
-                        "step": 0.05,
-                        "tooltip": "Resolution at which motion is estimated: 1.0, or 0.5/0.25 for 4K and "
-                        "fast motion (faster, less memory). Allowed: 1.0, 0.8, 0.5, 0.4, 0.25.",
-                    },
-                ),
+                "correlation": correlation_input(),
+                "scale_factor": scale_factor_input(),
             },
         }
 

@@ -15,14 +15,14 @@ import torch
 from ..engine import Interpolator, PlannedFrame, frames_in_order, multiplier_plan, schedule_plan, skip_predicate
 from ..engine.devices import PRECISION_CHOICES
 from ..errors import InputError
-from ..network import CORRELATION_MODES
 from . import host, models
+from .inputs import SCALE_FACTORS_HINT, correlation_input, scale_factor_input
 from .native import AMTModelLoader
 
 CATEGORY = "ComfyUI-Frame-Interpolation/VFI"
 #: precision choices, "fp32" first: the default that keeps the seed's results.
 PRECISIONS = ("fp32", *[p for p in PRECISION_CHOICES if p != "fp32"])
-SCALE_FACTORS_HINT = "1.0, 0.8, 0.5, 0.4 or 0.25"
+
 
 SkipPredicate = Callable[[int], bool]
 
@@ -323,27 +323,8 @@ class AMT_VFI:  # noqa: N801 - the seed's class name
                         "(faster, less memory, tiny differences); bf16 also works on CPUs.",
                     },
                 ),
-                "correlation": (
-                    list(CORRELATION_MODES),
-                    {
-                        "default": "auto",
-                        "tooltip": "auto: the all-pairs correlation volume while it fits in memory, else the "
-                        "on-demand lookup (same result, far less memory, needed for 1440p/4K). Forcing "
-                        "all-pairs at high resolution can run out of memory.",
-                    },
-                ),
-                "scale_factor": (
-                    "FLOAT",
-                    {
-                        "default": 1.0,
-                        "min": 0.25,
-                        "max": 1.0,
-                        "step": 0.05,
-                        "tooltip": "Resolution at which motion is estimated: 1.0 (the seed's results) or, "
-                        "for 4K and fast motion, 0.5 or 0.25 (faster, less memory, less detail in motion). "
-                        f"Allowed: {SCALE_FACTORS_HINT}.",
-                    },
-                ),
+                "correlation": correlation_input(),
+                "scale_factor": scale_factor_input(),
             },
         }
 

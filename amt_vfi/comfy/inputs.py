@@ -1,0 +1,34 @@
+"""Widget declarations shared by the AMT VFI node and the AMT Model Loader."""
+
+from __future__ import annotations
+
+from ..network import CORRELATION_MODES
+
+SCALE_FACTORS_HINT = "1.0, 0.8, 0.5, 0.4 or 0.25"
+
+
+def correlation_input() -> tuple:
+    return (
+        list(CORRELATION_MODES),
+        {
+            "default": "auto",
+            "tooltip": "auto: the all-pairs correlation volume while it fits in memory, else the on-demand "
+            "lookup (same result, far less memory, needed for 1440p/4K). Forcing all-pairs at high "
+            "resolution can run out of memory.",
+        },
+    )
+
+
+def scale_factor_input() -> tuple:
+    return (
+        "FLOAT",
+        {
+            "default": 1.0,
+            "min": 0.25,
+            "max": 1.0,
+            "step": 0.05,
+            "tooltip": "Resolution at which motion is estimated: 1.0 (full detail; the seed node's results) or, "
+            "for 4K and fast motion, 0.5 or 0.25 (faster, less memory, less detail in motion). "
+            f"Allowed: {SCALE_FACTORS_HINT}.",
+        },
+    )
