@@ -6,7 +6,6 @@ chunk is the part of it whose pairs start in a range of input frames.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -178,7 +177,3 @@ def plan_for(source: FrameSource, timing: Timing) -> tuple[int, list[PlannedFram
         )
     count = source.count_frames()
     return count, timing.plan(count, source.info.fps)
-
-
-def elapsed_since(start: float) -> float:
-    return time.perf_counter() - start

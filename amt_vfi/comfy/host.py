@@ -38,10 +38,6 @@ def _model_management() -> ModuleType | None:
     return host_module("comfy.model_management")
 
 
-def inside_comfyui() -> bool:
-    return _model_management() is not None
-
-
 # -- devices and memory -----------------------------------------------------------------------------
 
 

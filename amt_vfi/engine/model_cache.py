@@ -39,7 +39,3 @@ def release_models() -> int:
         count = len(_models)
         _models.clear()
     return count
-
-
-def cached_model_count() -> int:
-    return len(_models)
