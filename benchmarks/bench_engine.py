@@ -53,7 +53,12 @@ def run_engine(args: argparse.Namespace, checkpoint: Path, frames: torch.Tensor,
     import amt_vfi
 
     engine = amt_vfi.Interpolator(
-        checkpoint, device=args.device, precision=args.precision, correlation=args.correlation, scale_factor=args.scale
+        checkpoint,
+        device=args.device,
+        precision=args.precision,
+        correlation=args.correlation,
+        scale_factor=args.scale,
+        autotune=True,
     )
     plan = amt_vfi.multiplier_plan(frames.shape[0], multiplier)
     produced = 0

@@ -31,6 +31,7 @@ def main() -> None:
             precision=args.precision,
             channels_last=args.channels_last,
             correlation=args.correlation,
+            autotune=True,
         )
     frames = moving_texture(8, height, width)
     plan = amt_vfi.multiplier_plan(8, 2)

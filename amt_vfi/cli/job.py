@@ -75,6 +75,7 @@ class JobSettings:
             precision=self.precision,
             correlation=self.correlation,
             scale_factor=self.scale,
+            autotune=True,
         )
 
     def open_source(self, path: Path) -> FrameSource:
