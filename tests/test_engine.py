@@ -233,3 +233,20 @@ def test_unavailable_device_is_explained(amt_s_path: Path) -> None:
         pytest.skip("a CUDA device is present")
     with pytest.raises(InputError, match="no CUDA GPU is available"):
         amt_vfi.Interpolator(amt_s_path, device="cuda")
+
+
+def test_offload_keeps_the_model_cached_and_the_next_engine_moves_it_back(
+    amt_s_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from amt_vfi.engine import interpolator as interpolator_module
+
+    released: list[torch.device] = []
+    monkeypatch.setattr(interpolator_module, "release_cached_memory", released.append)
+    engine = amt_vfi.Interpolator(amt_s_path, device="cpu")
+    moved: list[object] = []
+    monkeypatch.setattr(engine.model, "to", lambda *args, **kwargs: moved.append(args) or engine.model)
+    engine.offload()
+    assert moved == [("cpu",)] and released == [torch.device("cpu")]
+    again = amt_vfi.Interpolator(amt_s_path, device="cpu")
+    assert again.model is engine.model
+    assert moved[1:2] == [(torch.device("cpu"),)]

@@ -251,6 +251,8 @@ def interpolate_frames(
                 progress.update(1)
     finally:
         outputs.close()
+        if device.type != "cpu":
+            interpolator.offload()  # the model stays loaded, on the CPU, for the next run
     host.soft_empty_cache(device)
     return output
 
