@@ -31,15 +31,25 @@ class ContextPyramid(nn.Module):
         return features
 
 
-def _instance_norm(channels: int) -> nn.InstanceNorm2d:
-    # Parameter-free, so it owns no checkpoint keys.
-    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+class InstanceNorm(nn.Module):
+    """Instance normalisation without parameters or running statistics (so no checkpoint keys).
+
+    Written out rather than `nn.InstanceNorm2d`, which hands channels-last input back as channels-first
+    and is about twice as slow on it: the memory layout stays as it came.
+    """
+
+    eps = 1e-5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean(dim=(2, 3), keepdim=True)
+        variance = (centred * centred).mean(dim=(2, 3), keepdim=True)
+        return centred.mul_(torch.rsqrt(variance + self.eps))
 
 
 def _shortcut(in_ch: int, out_ch: int, stride: int) -> nn.Module:
     if stride == 1:
         return nn.Identity()
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride), _instance_norm(out_ch))
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride), InstanceNorm())
 
 
 class ResidualBlock(nn.Module):
@@ -49,8 +59,8 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.conv1 = conv(in_ch, out_ch, 3, stride)
         self.conv2 = conv(out_ch, out_ch, 3)
-        self.norm1 = _instance_norm(out_ch)
-        self.norm2 = _instance_norm(out_ch)
+        self.norm1 = InstanceNorm()
+        self.norm2 = InstanceNorm()
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(in_ch, out_ch, stride)
 
@@ -69,9 +79,9 @@ class BottleneckBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, inner, 1)
         self.conv2 = conv(inner, inner, 3, stride)
         self.conv3 = nn.Conv2d(inner, out_ch, 1)
-        self.norm1 = _instance_norm(inner)
-        self.norm2 = _instance_norm(inner)
-        self.norm3 = _instance_norm(out_ch)
+        self.norm1 = InstanceNorm()
+        self.norm2 = InstanceNorm()
+        self.norm3 = InstanceNorm()
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(in_ch, out_ch, stride)
 
@@ -97,7 +107,7 @@ class CorrelationFeatureEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, stem_width, 7, 2, 3)
-        self.norm1 = _instance_norm(stem_width)
+        self.norm1 = InstanceNorm()
         self.relu1 = nn.ReLU(inplace=True)
         self.stage_names = [name for name, _, _ in stages]
         width = stem_width
