@@ -42,7 +42,7 @@ def _warped_inputs(
     )
 
 
-class IntermediateDecoder(nn.Module):
+class RefiningDecoder(nn.Module):
     """Warps the next finer context features by the current flows and doubles the resolution."""
 
     def __init__(self, feature_ch: int, out_feature_ch: int, side: int) -> None:

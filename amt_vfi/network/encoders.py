@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .layers import conv, conv_prelu
+from .layers import conv_prelu
 
 
 class ContextPyramid(nn.Module):
@@ -31,65 +34,61 @@ class ContextPyramid(nn.Module):
         return features
 
 
-class InstanceNorm(nn.Module):
-    """Instance normalisation without parameters or running statistics (so no checkpoint keys).
+def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-sample, per-channel normalisation over H x W (biased variance, no parameters).
 
-    Written out rather than `nn.InstanceNorm2d`, which hands channels-last input back as channels-first
-    and is about twice as slow on it: the memory layout stays as it came.
+    Written out rather than `F.instance_norm`, which hands channels-last input back as channels-first and
+    is about twice as slow on it: the memory layout stays as it came.
+    """
+    centred = x - x.mean(dim=(2, 3), keepdim=True)
+    variance = (centred * centred).mean(dim=(2, 3), keepdim=True)
+    return centred.mul_(torch.rsqrt(variance + eps))
+
+
+class InstanceNorm(nn.Module):
+    """`instance_norm` as a module, for the projection shortcut (it owns no checkpoint keys)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return instance_norm(x)
+
+
+class EncoderBlock(nn.Module):
+    """A residual block of the correlation feature encoder: every convolution is followed by instance
+    norm and ReLU, the sum with the shortcut by one more ReLU.
+
+    `widths` lists the (kernel, out) of each convolution; the first 3x3 one carries the stride.
+    A stride other than 1 gives the shortcut a strided 1x1 projection (checkpoint key `downsample.0`).
     """
 
-    eps = 1e-5
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        centred = x - x.mean(dim=(2, 3), keepdim=True)
-        variance = (centred * centred).mean(dim=(2, 3), keepdim=True)
-        return centred.mul_(torch.rsqrt(variance + self.eps))
-
-
-def _shortcut(in_ch: int, out_ch: int, stride: int) -> nn.Module:
-    if stride == 1:
-        return nn.Identity()
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride), InstanceNorm())
-
-
-class ResidualBlock(nn.Module):
-    """Two 3x3 convolutions with instance norm (the 'basic' encoder block)."""
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+    def __init__(self, in_ch: int, widths: list[tuple[int, int]], stride: int) -> None:
         super().__init__()
-        self.conv1 = conv(in_ch, out_ch, 3, stride)
-        self.conv2 = conv(out_ch, out_ch, 3)
-        self.norm1 = InstanceNorm()
-        self.norm2 = InstanceNorm()
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(in_ch, out_ch, stride)
+        channels, pending_stride = in_ch, stride
+        for index, (kernel, out_ch) in enumerate(widths, start=1):
+            step = pending_stride if kernel == 3 else 1
+            pending_stride //= step
+            self.add_module(f"conv{index}", nn.Conv2d(channels, out_ch, kernel, step, padding=kernel // 2))
+            channels = out_ch
+        self.layers = len(widths)
+        self.downsample = (
+            nn.Identity() if stride == 1 else nn.Sequential(nn.Conv2d(in_ch, channels, 1, stride), InstanceNorm())
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.norm1(self.conv1(x)))
-        y = self.relu(self.norm2(self.conv2(y)))
-        return self.relu(self.downsample(x) + y)
+        y = x
+        for index in range(1, self.layers + 1):
+            y = F.relu(instance_norm(getattr(self, f"conv{index}")(y)))
+        return F.relu(self.downsample(x) + y)
 
 
-class BottleneckBlock(nn.Module):
-    """1x1 -> 3x3 -> 1x1 at a quarter of the width (the 'small' encoder block)."""
+def residual_block(in_ch: int, out_ch: int, stride: int) -> EncoderBlock:
+    """Two 3x3 convolutions (the 'basic' encoder of AMT-L and AMT-G)."""
+    return EncoderBlock(in_ch, [(3, out_ch), (3, out_ch)], stride)
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
-        super().__init__()
-        inner = out_ch // 4
-        self.conv1 = nn.Conv2d(in_ch, inner, 1)
-        self.conv2 = conv(inner, inner, 3, stride)
-        self.conv3 = nn.Conv2d(inner, out_ch, 1)
-        self.norm1 = InstanceNorm()
-        self.norm2 = InstanceNorm()
-        self.norm3 = InstanceNorm()
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(in_ch, out_ch, stride)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.norm1(self.conv1(x)))
-        y = self.relu(self.norm2(self.conv2(y)))
-        y = self.relu(self.norm3(self.conv3(y)))
-        return self.relu(self.downsample(x) + y)
+def bottleneck_block(in_ch: int, out_ch: int, stride: int) -> EncoderBlock:
+    """1x1 -> 3x3 -> 1x1 at a quarter of the width (the 'small' encoder of AMT-S)."""
+    inner = out_ch // 4
+    return EncoderBlock(in_ch, [(1, inner), (3, inner), (1, out_ch)], stride)
 
 
 class CorrelationFeatureEncoder(nn.Module):
@@ -100,15 +99,13 @@ class CorrelationFeatureEncoder(nn.Module):
 
     def __init__(
         self,
-        block: type[ResidualBlock] | type[BottleneckBlock],
+        block: Callable[[int, int, int], EncoderBlock],
         stem_width: int,
         stages: tuple[tuple[str, int, int], ...],
         out_dim: int,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, stem_width, 7, 2, 3)
-        self.norm1 = InstanceNorm()
-        self.relu1 = nn.ReLU(inplace=True)
         self.stage_names = [name for name, _, _ in stages]
         width = stem_width
         for name, out_width, stride in stages:
@@ -117,7 +114,7 @@ class CorrelationFeatureEncoder(nn.Module):
         self.conv2 = nn.Conv2d(width, out_dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu1(self.norm1(self.conv1(x)))
+        x = F.relu(instance_norm(self.conv1(x)))
         for name in self.stage_names:
             x = getattr(self, name)(x)
         return self.conv2(x)

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from .correlation import CorrelationLookup, CorrelationMode, build_correlation
-from .decoders import InitialDecoder, IntermediateDecoder, MultiFieldDecoder
-from .encoders import BottleneckBlock, ContextPyramid, CorrelationFeatureEncoder, ResidualBlock
+from .decoders import InitialDecoder, MultiFieldDecoder, RefiningDecoder
+from .encoders import ContextPyramid, CorrelationFeatureEncoder, bottleneck_block, residual_block
 from .layers import conv, in_row_bands, resize, warp
 from .update import UpdateBlock
 from .variants import VariantSpec
@@ -81,12 +81,12 @@ class AMT(nn.Module):
         self.spec = spec
         c0, c1, c2, c3 = spec.context_channels
         side = spec.side_channels
-        block = BottleneckBlock if spec.feature_block == "bottleneck" else ResidualBlock
+        block = bottleneck_block if spec.feature_block == "bottleneck" else residual_block
         self.feat_encoder = CorrelationFeatureEncoder(block, spec.feature_stem, spec.feature_stages, spec.feature_dim)
         self.encoder = ContextPyramid(spec.context_channels, spec.first_kernel)
         self.decoder4 = InitialDecoder(c3, c2, side)
-        self.decoder3 = IntermediateDecoder(c2, c1, side)
-        self.decoder2 = IntermediateDecoder(c1, c0, side)
+        self.decoder3 = RefiningDecoder(c2, c1, side)
+        self.decoder2 = RefiningDecoder(c1, c0, side)
         self.decoder1 = MultiFieldDecoder(c0, spec.fields, side)
         self.update4 = UpdateBlock(c2, spec.update)
         if spec.high_res_updates:
