@@ -47,6 +47,7 @@ class _RunsCode:
         return (os.mkdir, (str(self.marker),))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the hand-made pickle
 def test_pickle_that_would_run_code_is_refused_without_running(tmp_path: Path) -> None:
     marker = tmp_path / "payload-ran"
     evil = tmp_path / "amt-s.pth"
