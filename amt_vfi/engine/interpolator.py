@@ -47,7 +47,8 @@ class Interpolator:
     'gopro_amt-s', looked up and downloaded as `resolve_checkpoint` does). `scale_factor` < 1 runs the
     network at reduced resolution (faster, less detail: 0.5 suits 4K). `correlation` forces the
     all-pairs volume or the on-demand lookup; 'auto' picks by memory. `max_batch` bounds how many time
-    steps of one pair are decoded together. `autotune` turns on cuDNN autotuning for the whole process.
+    steps of one pair are decoded together (default 1 on a CPU, 8 elsewhere). `autotune` turns on cuDNN
+    autotuning for the whole process.
     """
 
     def __init__(
@@ -58,7 +59,7 @@ class Interpolator:
         precision: str = "auto",
         correlation: CorrelationMode = "auto",
         scale_factor: float = 1.0,
-        max_batch: int = 8,
+        max_batch: int | None = None,
         memory_budget_bytes: int | None = None,
         channels_last: bool | None = None,
         compile: bool = False,
@@ -67,7 +68,7 @@ class Interpolator:
     ) -> None:
         if correlation not in CORRELATION_MODES:
             raise InputError(f"correlation must be one of {', '.join(CORRELATION_MODES)}, not {correlation!r}")
-        if max_batch < 1:
+        if max_batch is not None and max_batch < 1:
             raise InputError(f"max_batch must be at least 1, got {max_batch}")
         alignment_for(scale_factor)
         self.device = resolve_device(device)
@@ -91,7 +92,9 @@ class Interpolator:
         self._last_prepared: tuple[torch.Tensor, Padding, torch.Tensor, torch.Tensor] | None = None
         self._streaming = False
         self.scale_factor = scale_factor
-        self.max_batch = max_batch
+        # oneDNN already spreads one convolution over every core, so batching time steps on a CPU only
+        # costs memory (and measured 5-8% slower); GPUs gain from it.
+        self.max_batch = max_batch or (1 if self.device.type == "cpu" else 8)
         self.memory_budget_bytes = memory_budget_bytes
 
     def offload(self) -> None:
