@@ -28,9 +28,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def _mux_sine(
-    container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float
-) -> None:
+def _mux_sine(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float) -> None:
     samples = np.sin(2 * np.pi * 440 * np.arange(round(AUDIO_RATE * seconds)) / AUDIO_RATE).astype(np.float32)
     size = stream.codec_context.frame_size or 1024
     for start in range(0, len(samples), size):

@@ -99,9 +99,7 @@ def test_sink_copies_audio_and_metadata(tmp_path: Path, suffix: str) -> None:
     source_path = tmp_path / "src.mp4"
     frames = make_clip(source_path, rotation=90, bt709=True)
     out = tmp_path / f"out{suffix}"
-    sink = open_sink(
-        out, fps=Fraction(24), width=320, height=240, audio_from=source_path, metadata_from=source_path
-    )
+    sink = open_sink(out, fps=Fraction(24), width=320, height=240, audio_from=source_path, metadata_from=source_path)
     write_all(sink, frames)
     before, after = stream_summary(source_path), stream_summary(out)
     assert after["audio_codec"] == before["audio_codec"] == "aac"
@@ -117,9 +115,7 @@ def test_sink_copies_audio_and_metadata(tmp_path: Path, suffix: str) -> None:
         assert container.streams.video[0].codec_context.color_primaries == 1
 
 
-def test_audio_reencoded_when_container_cannot_hold_it(
-    clip: tuple[Path, list[np.ndarray]], tmp_path: Path
-) -> None:
+def test_audio_reencoded_when_container_cannot_hold_it(clip: tuple[Path, list[np.ndarray]], tmp_path: Path) -> None:
     out = tmp_path / "out.webm"
     write_all(
         open_sink(out, fps=Fraction(24), width=64, height=48, audio_from=clip[0]),

@@ -156,9 +156,7 @@ class ImageFolderSink(FrameSink):
     """Writes numbered PNGs into a temp folder that replaces the destination folder at the end."""
 
     def __init__(self, folder: Path, *, width: int, height: int, bit_depth: int, overwrite: bool) -> None:
-        super().__init__(
-            folder, width=width, height=height, bit_depth=bit_depth, overwrite=overwrite, directory=True
-        )
+        super().__init__(folder, width=width, height=height, bit_depth=bit_depth, overwrite=overwrite, directory=True)
 
     def _open(self) -> None:
         """Nothing to open: each frame is its own file."""

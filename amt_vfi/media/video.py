@@ -145,9 +145,7 @@ def probe_video(path: Path, fps: Fraction | None = None) -> tuple[SourceInfo, Co
     """Metadata of a video from its header, the timestamps of its first frames and its first frame."""
     with _open_input(path) as container:
         stream = _video_stream(container, path)
-        with translate_errors(
-            UnreadableInputError, f"Cannot read the frames of {path}; the file may be damaged"
-        ):
+        with translate_errors(UnreadableInputError, f"Cannot read the frames of {path}; the file may be damaged"):
             scanned = _leading_pts(container, stream, VFR_SAMPLE)
         stamps = None if scanned is None else scanned[:VFR_SAMPLE]
         rate = _frame_rate(stream, stamps, path)
@@ -161,13 +159,9 @@ def probe_video(path: Path, fps: Fraction | None = None) -> tuple[SourceInfo, Co
         with translate_errors(UnreadableInputError, f"Cannot decode {path}; the file may be damaged"):
             first = next(container.decode(stream), None)
     if first is None:
-        raise NotEnoughFramesError(
-            f"Input {path} has no decodable frames; interpolation needs at least 2 frames"
-        )
+        raise NotEnoughFramesError(f"Input {path} has no decodable frames; interpolation needs at least 2 frames")
     if frame_count is not None and frame_count < 2:
-        raise NotEnoughFramesError(
-            f"Input {path} has {frame_count} frame; interpolation needs at least 2 frames"
-        )
+        raise NotEnoughFramesError(f"Input {path} has {frame_count} frame; interpolation needs at least 2 frames")
     info = SourceInfo(
         width=first.width,
         height=first.height,
@@ -179,9 +173,7 @@ def probe_video(path: Path, fps: Fraction | None = None) -> tuple[SourceInfo, Co
         variable_frame_rate=variable,
         rotation=_rotation(first, rotate_tag),
     )
-    color = ColorInfo(
-        int(first.color_primaries), int(first.color_trc), int(first.colorspace), int(first.color_range)
-    )
+    color = ColorInfo(int(first.color_primaries), int(first.color_trc), int(first.colorspace), int(first.color_range))
     return info, color
 
 
@@ -206,9 +198,7 @@ class VideoSource(FrameSource):
         with _open_input(self.path) as container:
             stream = _video_stream(container, self.path)
             stream.thread_type = "AUTO"
-            with translate_errors(
-                UnreadableInputError, f"Cannot decode {self.path}; the file may be damaged"
-            ):
+            with translate_errors(UnreadableInputError, f"Cannot decode {self.path}; the file may be damaged"):
                 for frame in self._decoded_from(container, stream, start_index):
                     yield frame.to_ndarray(format=pixel_format)
 
@@ -229,9 +219,7 @@ class VideoSource(FrameSource):
         return _seek_to(container, stream, stamps[start_index], stamps[0])
 
 
-def _seek_to(
-    container: InputContainer, stream: VideoStream, target: int, earliest: int
-) -> Iterator[av.VideoFrame]:
+def _seek_to(container: InputContainer, stream: VideoStream, target: int, earliest: int) -> Iterator[av.VideoFrame]:
     """Frames with pts >= ``target``; seeks further back while the landing keyframe is after the target."""
     step = max(1, round(1 / stream.time_base))  # one second, doubled on each retry
     position = target
@@ -288,9 +276,7 @@ class VideoSink(FrameSink):
         self._format = CONTAINER_FORMATS.get(path.suffix.lower())
         if self._format is None:
             known = ", ".join(sorted(CONTAINER_FORMATS))
-            raise UnsupportedOutputError(
-                f"Cannot write {path}: use one of {known} or an output folder for PNGs"
-            )
+            raise UnsupportedOutputError(f"Cannot write {path}: use one of {known} or an output folder for PNGs")
         if codec not in av.codecs_available:
             raise UnsupportedOutputError(f"Codec {codec} is not available for {path}; pick another codec")
         self.fps = as_rate(fps)
@@ -300,9 +286,7 @@ class VideoSink(FrameSink):
         self._audio: AudioCarrier | None = None
         self._colorspace: int | None = None
         self._color_range: int | None = None
-        super().__init__(
-            path, width=width, height=height, bit_depth=bit_depth, overwrite=overwrite, directory=False
-        )
+        super().__init__(path, width=width, height=height, bit_depth=bit_depth, overwrite=overwrite, directory=False)
 
     def _open(self) -> None:
         with translate_errors(OutputWriteError, f"Cannot start writing {self.path}"):
