@@ -12,7 +12,7 @@ import torch
 from conftest import load_golden
 
 import amt_vfi
-from amt_vfi.engine import cut_detector, model_cache, plan, retime_plan
+from amt_vfi.engine import cut_detector, model_cache, retime_plan
 from amt_vfi.engine.padding import padding_for
 from amt_vfi.errors import InputError, OutOfMemoryError
 
@@ -24,7 +24,7 @@ def engine(amt_s_path: Path) -> amt_vfi.Interpolator:
 
 def _golden_node_plan(case: dict, count: int) -> list[amt_vfi.PlannedFrame]:
     skip = case["skip"]
-    predicate = amt_vfi.skip_predicate(skip["frame_indices"], skip["is_skip_list"]) if skip else plan._never
+    predicate = amt_vfi.skip_predicate(skip["frame_indices"], skip["is_skip_list"]) if skip else None
     return amt_vfi.multiplier_plan(count, case["multiplier"], predicate)
 
 

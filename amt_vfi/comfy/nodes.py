@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
@@ -41,10 +41,10 @@ class InterpolationStateList:
     def __init__(self, frame_indices: Iterable[int], is_skip_list: bool) -> None:
         self.frame_indices = [int(i) for i in frame_indices]
         self.is_skip_list = bool(is_skip_list)
-        self._chosen = frozenset(self.frame_indices)
+        self._skipped = skip_predicate(self.frame_indices, self.is_skip_list)
 
     def is_frame_skipped(self, frame_index: int) -> bool:
-        return (frame_index in self._chosen) == self.is_skip_list
+        return self._skipped(frame_index)
 
     def __repr__(self) -> str:
         kind = "skip" if self.is_skip_list else "keep"
@@ -54,15 +54,17 @@ class InterpolationStateList:
 _RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
 
 
+def _text_pieces(text: str) -> Iterator[str]:
+    """The non-empty entries of a list typed as text: separated by commas, semicolons or new lines."""
+    return (piece.strip() for piece in re.split(r"[,\n;]", text) if piece.strip())
+
+
 def parse_frame_indices(text: str) -> list[int]:
     """Pair indices: "1,2,3" -> [1, 2, 3]; also newlines as separators, ranges "4-7" (inclusive) and empty pieces."""
     if not isinstance(text, str):
         raise InputError(f"frame_indices must be text such as '1,2,3', got {type(text).__name__}")
     indices: list[int] = []
-    for piece in re.split(r"[,\n;]", text):
-        piece = piece.strip()
-        if not piece:
-            continue
+    for piece in _text_pieces(text):
         span = _RANGE.match(piece)
         if span:
             first, last = int(span.group(1)), int(span.group(2))
@@ -154,10 +156,8 @@ def parse_multiplier(value: object) -> int | list[int]:
 def build_plan(frame_count: int, multiplier: int | list[int], skip: SkipPredicate | None) -> list[PlannedFrame]:
     """The seed's output order; schedules with the seed's 0/1/short-list meaning but the real pair index."""
     if isinstance(multiplier, list):
-        return schedule_plan(frame_count, multiplier, skip) if skip else schedule_plan(frame_count, multiplier)
-    if multiplier < 1:
-        raise InputError(f"multiplier must be at least 1 (2 doubles the frame count), got {multiplier}")
-    return multiplier_plan(frame_count, multiplier, skip) if skip else multiplier_plan(frame_count, multiplier)
+        return schedule_plan(frame_count, multiplier, skip)
+    return multiplier_plan(frame_count, multiplier, skip)
 
 
 # -- frames -----------------------------------------------------------------------------------------
@@ -468,10 +468,7 @@ class VFIScheduleFromText:
 
     def parse(self, schedule: str) -> tuple[list[float]]:
         values: list[float] = []
-        for piece in re.split(r"[,\n;]", schedule if isinstance(schedule, str) else ""):
-            piece = piece.strip()
-            if not piece:
-                continue
+        for piece in _text_pieces(schedule if isinstance(schedule, str) else ""):
             try:
                 value = float(piece)
             except ValueError:
@@ -490,13 +487,8 @@ NODE_CLASS_MAPPINGS = {
     "AMT Model Loader": AMTModelLoader,
 }
 
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "AMT VFI": "AMT VFI",
-    "Make Interpolation State List": "Make Interpolation State List",
-    "VFI FloatToInt": "VFI FloatToInt",
-    "VFI Schedule From Text": "VFI Schedule From Text",
-    "AMT Model Loader": "AMT Model Loader",
-}
+# The seed registers no custom display names; ComfyUI shows these ids as they are.
+NODE_DISPLAY_NAME_MAPPINGS = {name: name for name in NODE_CLASS_MAPPINGS}
 
 host.register_model_folder()
 

@@ -28,23 +28,19 @@ class PlannedFrame:
         return self.time == 0.0
 
 
-def _never(_: int) -> bool:
-    return False
-
-
 def _check_frame_count(frame_count: int) -> None:
     if frame_count < 2:
         raise InputError(f"interpolation needs at least 2 frames, got {frame_count}")
 
 
-def _pair_frames(pair: int, multiplier: int, skip: SkipPredicate) -> Iterator[PlannedFrame]:
+def _pair_frames(pair: int, multiplier: int, skip: SkipPredicate | None) -> Iterator[PlannedFrame]:
     yield PlannedFrame(pair)
-    if not skip(pair):
+    if skip is None or not skip(pair):
         for step in range(1, multiplier):
             yield PlannedFrame(pair, step / multiplier)
 
 
-def multiplier_plan(frame_count: int, multiplier: int, skip: SkipPredicate = _never) -> list[PlannedFrame]:
+def multiplier_plan(frame_count: int, multiplier: int, skip: SkipPredicate | None = None) -> list[PlannedFrame]:
     """Every pair gets `multiplier - 1` frames at times j / multiplier, unless `skip(pair)`; the last
     input frame closes the sequence (the seed node's order)."""
     _check_frame_count(frame_count)
@@ -55,7 +51,9 @@ def multiplier_plan(frame_count: int, multiplier: int, skip: SkipPredicate = _ne
     return plan
 
 
-def schedule_plan(frame_count: int, multipliers: Sequence[int], skip: SkipPredicate = _never) -> list[PlannedFrame]:
+def schedule_plan(
+    frame_count: int, multipliers: Sequence[int], skip: SkipPredicate | None = None
+) -> list[PlannedFrame]:
     """One multiplier per pair (a schedule): a short list is extended with 2s, extra entries ignored.
 
     As in the seed node, 0 drops the pair (its first frame, and for the last pair the final frame too)
