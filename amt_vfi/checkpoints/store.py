@@ -110,7 +110,8 @@ def download_checkpoint(name: str, folder: Path, progress: bool = True) -> Path:
         temp.unlink(missing_ok=True)
 
 
-def _official_name(name: str) -> str | None:
+def official_name(name: str) -> str | None:
+    """The official file name for 'amt-s', 'amt-s.pth' or 'amt-s.safetensors'; None for other names."""
     for official in OFFICIAL_CHECKPOINTS:
         if name in (official, Path(official).stem, Path(official).stem + SAFETENSORS_SUFFIX):
             return official
@@ -125,7 +126,7 @@ def resolve_checkpoint(name_or_path: str | Path, host_dirs: Iterable[str | Path]
     a file name present in one of those folders.
     """
     name = str(name_or_path)
-    official = _official_name(name)
+    official = official_name(name)
     if official is None and Path(name).is_file():
         return Path(name)
     if official is None and Path(name).parent != Path("."):

@@ -118,19 +118,6 @@ def to_array(frame: torch.Tensor, bit_depth: int) -> np.ndarray:
     return frame.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
-def split_plan(plan: Sequence[PlannedFrame], boundaries: Sequence[int]) -> list[list[PlannedFrame]]:
-    """Cut a plan at input frames `boundaries` (ascending): each part holds the items whose source lies
-    in [boundary_k, boundary_k+1); the first part starts at 0 and the last runs to the end."""
-    edges = [0, *boundaries]
-    parts: list[list[PlannedFrame]] = [[] for _ in edges]
-    part = 0
-    for item in plan:
-        while part + 1 < len(edges) and item.source >= edges[part + 1]:
-            part += 1
-        parts[part].append(item)
-    return parts
-
-
 def render(
     engine: Interpolator,
     frames: Iterator[np.ndarray],

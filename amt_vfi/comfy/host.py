@@ -92,12 +92,8 @@ def throw_if_interrupted() -> None:
 
 
 class _NoProgress:
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.current = 0
-
     def update(self, value: int) -> None:
-        self.current += value
+        """Outside ComfyUI nobody watches the node's progress."""
 
 
 def progress_bar(total: int):
@@ -105,7 +101,7 @@ def progress_bar(total: int):
     utils = host_module("comfy.utils")
     if utils is not None and hasattr(utils, "ProgressBar"):
         return utils.ProgressBar(total)
-    return _NoProgress(total)
+    return _NoProgress()
 
 
 def wrap_model(model: torch.nn.Module, load_device: torch.device, offload: torch.device):

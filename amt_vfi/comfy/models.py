@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..checkpoints import OFFICIAL_CHECKPOINTS, available_checkpoints, resolve_checkpoint, search_dirs
-from ..checkpoints.store import CHECKPOINT_SUFFIXES, MODELS_ENV
+from ..checkpoints.store import CHECKPOINT_SUFFIXES, MODELS_ENV, official_name
 from ..errors import CheckpointNotFoundError, InputError
 from . import host
 
@@ -55,7 +55,7 @@ def resolve(name: object) -> Path:
     try:
         return resolve_checkpoint(base, dirs)
     except CheckpointNotFoundError:
-        if base in OFFICIAL_CHECKPOINTS or Path(base).stem + ".pth" in OFFICIAL_CHECKPOINTS:
+        if official_name(base):
             raise  # the download failed: the engine's message says which URL and where to put the file
         searched = ", ".join(str(d) for d in search_dirs(dirs))
         available = ", ".join(checkpoint_names())

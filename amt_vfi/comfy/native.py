@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..checkpoints import load_model
-from ..engine.devices import resolve_precision
+from ..engine.devices import PRECISION_CHOICES, resolve_precision
 from ..engine.memory import choose_correlation, default_budget, with_memory_fallback
 from ..engine.padding import alignment_for, padding_for
 from ..errors import InputError
@@ -208,7 +208,7 @@ class AMTModelLoader:
             },
             "optional": {
                 "precision": (
-                    ["auto", "fp32", "fp16", "bf16"],
+                    list(PRECISION_CHOICES),
                     {
                         "default": "auto",
                         "tooltip": "auto: fp16 where ComfyUI finds half precision fast (most NVIDIA GPUs), "

@@ -12,7 +12,6 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..cli.job import split_plan
 from ..engine import PlannedFrame
 
 DEFAULT_CHUNK_FRAMES = 600
@@ -52,6 +51,19 @@ def choose_boundaries(frame_count: int, chunk_frames: int, cuts: Sequence[int] =
         start = cuts[at - 1] if at and cuts[at - 1] >= low else high
         boundaries.append(start)
     return boundaries
+
+
+def split_plan(plan: Sequence[PlannedFrame], boundaries: Sequence[int]) -> list[list[PlannedFrame]]:
+    """Cut a plan at input frames `boundaries` (ascending): each part holds the items whose source lies
+    in [boundary_k, boundary_k+1); the first part starts at 0 and the last runs to the end."""
+    edges = [0, *boundaries]
+    parts: list[list[PlannedFrame]] = [[] for _ in edges]
+    part = 0
+    for item in plan:
+        while part + 1 < len(edges) and item.source >= edges[part + 1]:
+            part += 1
+        parts[part].append(item)
+    return parts
 
 
 def make_chunks(plan: Sequence[PlannedFrame], boundaries: Sequence[int]) -> list[Chunk]:
