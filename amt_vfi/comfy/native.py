@@ -26,6 +26,7 @@ from torch import nn
 
 from ..checkpoints import load_model
 from ..engine.devices import PRECISION_CHOICES, resolve_precision
+from ..engine.interpolator import decode_in_batches
 from ..engine.memory import choose_correlation, default_budget, with_memory_fallback
 from ..engine.padding import alignment_for, padding_for
 from ..errors import InputError
@@ -174,10 +175,8 @@ class AMTFrameInterpolationModel(nn.Module):
                     cache[_PAIR_CACHE_KEY] = (img0, img1, (img0._version, img1._version), mode, features)
             height, width = img0.shape[-2:]
             out = torch.empty((len(times), 3, height, width), dtype=torch.float32, device=device)
-            for start in range(0, len(times), batch):
-                chunk = times[start : start + batch]
-                embt = torch.tensor(chunk, dtype=torch.float32, device=device).view(-1, 1, 1, 1)
-                out[start : start + len(chunk)] = padding.crop(self.amt.decode(features, embt))
+            for start, frames in decode_in_batches(self.amt.decode, features, times, batch, padding):
+                out[start : start + frames.shape[0]] = frames
         return out
 
 

@@ -14,7 +14,7 @@ import torch
 
 from ..checkpoints import resolve_checkpoint
 from ..errors import AmtVfiError, InputError
-from ..network import AMT, CORRELATION_MODES, CorrelationMode
+from ..network import AMT, CORRELATION_MODES, CorrelationMode, PairFeatures
 from .devices import release_cached_memory, resolve_device, resolve_precision
 from .memory import choose_correlation, default_budget, with_memory_fallback
 from .model_cache import cached_model
@@ -141,10 +141,8 @@ class Interpolator:
         with torch.inference_mode():
             features = self.model.encode(img0, img1, self.scale_factor, correlation=mode)
             results, output_finite = [], []
-            for start in range(0, len(times), batch):
-                chunk = times[start : start + batch]
-                embt = torch.tensor(chunk, dtype=torch.float32, device=self.device).view(-1, 1, 1, 1)
-                frames = padding.crop(self._decode(features, embt)).permute(0, 2, 3, 1)
+            for _, frames in decode_in_batches(self._decode, features, times, batch, padding):
+                frames = frames.permute(0, 2, 3, 1)
                 output_finite.append(torch.isfinite(frames).all())
                 results.append(_to_host(frames))
         if not bool(finite0 & finite1):
@@ -215,6 +213,21 @@ class Interpolator:
         finally:
             self._streaming = False
             self._last_prepared = None
+
+
+def decode_in_batches(
+    decode: Callable[[PairFeatures, torch.Tensor], torch.Tensor],
+    features: PairFeatures,
+    times: Sequence[float],
+    batch: int,
+    padding: Padding,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Frames of one encoded pair at `times`, `batch` time steps per decoder call: pairs of (index of the
+    first time in the call, its N x 3 x H x W frames cropped back to the input size)."""
+    device = features.mean.device
+    for start in range(0, len(times), batch):
+        embt = torch.tensor(times[start : start + batch], dtype=torch.float32, device=device).view(-1, 1, 1, 1)
+        yield start, padding.crop(decode(features, embt))
 
 
 def _to_host(frames: torch.Tensor) -> torch.Tensor:
