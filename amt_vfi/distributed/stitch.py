@@ -18,7 +18,7 @@ from typing import NamedTuple
 import av
 
 from ..media import OUTPUT_PATTERN, OutputWriteError
-from ..media.atomic import check_destination, commit, discard, make_temp
+from ..media.atomic import atomic_output
 from ..media.audio import AudioCarrier, packet_time
 from ..media.errors import translate_errors
 from ..media.video import CONTAINER_FORMATS
@@ -70,15 +70,11 @@ def stitch_video(
     parts: Sequence[Part], output: Path, *, fps: Fraction, audio_from: Path | None, overwrite: bool
 ) -> None:
     """Join video chunks, in order, into `output` at `fps`."""
-    check_destination(output, overwrite)
-    temp = make_temp(output, directory=False)
-    try:
-        with translate_errors(OutputWriteError, f"Cannot join the chunks of {output}"):
-            _remux(parts, temp, CONTAINER_FORMATS[output.suffix.lower()], fps, audio_from)
-        commit(temp, output, overwrite=overwrite)
-    except BaseException:
-        discard(temp)
-        raise
+    with (
+        atomic_output(output, overwrite=overwrite, directory=False) as temp,
+        translate_errors(OutputWriteError, f"Cannot join the chunks of {output}"),
+    ):
+        _remux(parts, temp, CONTAINER_FORMATS[output.suffix.lower()], fps, audio_from)
 
 
 def _link(source: Path, target: Path) -> None:
@@ -91,15 +87,11 @@ def _link(source: Path, target: Path) -> None:
 
 def assemble_folder(parts: Sequence[Part], output: Path, *, overwrite: bool) -> None:
     """Join image chunks, in order, into the folder `output`."""
-    check_destination(output, overwrite)
-    temp = make_temp(output, directory=True)
-    try:
-        with translate_errors(OutputWriteError, f"Cannot gather the chunks of {output}"):
-            for part in parts:
-                for index in range(part.frames):
-                    name = OUTPUT_PATTERN.format(index)
-                    _link(part.path / name, temp / OUTPUT_PATTERN.format(part.first_output + index))
-        commit(temp, output, overwrite=overwrite)
-    except BaseException:
-        discard(temp)
-        raise
+    with (
+        atomic_output(output, overwrite=overwrite, directory=True) as temp,
+        translate_errors(OutputWriteError, f"Cannot gather the chunks of {output}"),
+    ):
+        for part in parts:
+            for index in range(part.frames):
+                name = OUTPUT_PATTERN.format(index)
+                _link(part.path / name, temp / OUTPUT_PATTERN.format(part.first_output + index))

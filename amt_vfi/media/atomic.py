@@ -7,9 +7,11 @@ in the destination's folder so the final rename stays on one file system.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import OutputExistsError, OutputWriteError, translate_errors
@@ -79,3 +81,16 @@ def commit(temp: Path, path: Path, *, overwrite: bool) -> None:
             aside.rmdir()
             raise
         shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, *, overwrite: bool, directory: bool) -> Iterator[Path]:
+    """A temp to build ``path`` in: moved into place when the block ends normally, removed otherwise."""
+    check_destination(path, overwrite)
+    temp = make_temp(path, directory=directory)
+    try:
+        yield temp
+        commit(temp, path, overwrite=overwrite)
+    except BaseException:
+        discard(temp)
+        raise
