@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import weakref
 from fractions import Fraction
 from pathlib import Path
@@ -189,7 +192,7 @@ def test_out_of_memory_falls_back_then_explains(amt_s_path: Path, monkeypatch: p
     frame = torch.rand(64, 64, 3)
     output = engine.interpolate_pair(frame, frame.flip(1), [0.2, 0.4, 0.6, 0.8])
     assert output.shape == (4, 64, 64, 3)
-    assert calls == [(4, "all-pairs"), (2, "all-pairs"), (1, "all-pairs"), (1, "on-demand")]
+    assert calls == [(4, "auto"), (2, "auto"), (1, "auto"), (1, "on-demand")]
 
     def always_oom(*args):
         raise RuntimeError("CUDA error: out of memory")
@@ -250,3 +253,38 @@ def test_offload_keeps_the_model_cached_and_the_next_engine_moves_it_back(
     again = amt_vfi.Interpolator(amt_s_path, device="cpu")
     assert again.model is engine.model
     assert moved[1:2] == [(torch.device("cpu"),)]
+
+
+_REFAULT_PROBE = """
+import resource, sys, torch
+from amt_vfi.engine.cpu_memory import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == "keep" else False
+def page_faults_of_layer_like_work():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.ones(8 << 20)  # 32 MB
+    for _ in range(4):
+        x = x * 2 + 1
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+steady = [page_faults_of_layer_like_work() for _ in range(4)][-1]
+print(kept, steady)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keeping_freed_memory_stops_refaulting_large_blocks() -> None:
+    def probe(mode: str, **env: str) -> tuple[str, int]:
+        done = subprocess.run(
+            [sys.executable, "-c", _REFAULT_PROBE, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **env},
+        )
+        kept, faults = done.stdout.split()
+        return kept, int(faults)
+
+    kept, faults = probe("keep")
+    assert kept == "True" and faults < 500  # freed blocks are reused as they are
+    _, default_faults = probe("default")
+    assert default_faults > 30_000  # 4 KB pages of fresh 32 MB blocks, faulted in again and again
+    assert probe("keep", AMT_VFI_RETURN_FREED_MEMORY="1")[0] == "False"

@@ -10,7 +10,7 @@ from conftest import DATA, load_golden
 
 from amt_vfi.checkpoints import standin_state_dict
 from amt_vfi.network import AMT, CHECKPOINT_VARIANTS, VARIANTS
-from amt_vfi.network.correlation import AllPairsCorrelation, OnDemandCorrelation, build_correlation
+from amt_vfi.network.correlation import WindowCorrelation, build_correlation, volume_bytes
 
 MODES = ("all-pairs", "on-demand")
 
@@ -86,27 +86,42 @@ def _brute_force_lookup(fmap_src: torch.Tensor, fmap_tgt: torch.Tensor, centres:
     return out
 
 
-def test_both_correlations_equal_brute_force() -> None:
+@pytest.mark.parametrize("volume_levels", [0, 1, 2, 3, 4])
+def test_every_volume_split_equals_brute_force(volume_levels: int) -> None:
     fmap0, fmap1, (fwd, bwd) = _random_features(0)
     expected = torch.cat([_brute_force_lookup(fmap0, fmap1, fwd), _brute_force_lookup(fmap1, fmap0, bwd)], 1)
-    for lookup in (AllPairsCorrelation(fmap0, fmap1), OnDemandCorrelation(fmap0, fmap1)):
-        got = lookup(fwd, bwd)
-        assert got.shape == (3, 392, 24, 20)
-        assert (got - expected).abs().max() <= 1e-5
+    got = WindowCorrelation(fmap0, fmap1, volume_levels)(fwd, bwd)
+    assert got.shape == (3, 392, 24, 20)
+    assert (got - expected).abs().max() <= 1e-5
 
 
 def test_correlation_modes_agree_on_odd_sizes_and_batches() -> None:
     fmap0, fmap1, (fwd, bwd) = _random_features(1, batch=2, dim=84, h=17, w=23)
     fwd, bwd = fwd[:4], bwd[:4]
-    all_pairs = AllPairsCorrelation(fmap0, fmap1)(fwd, bwd)
-    on_demand = OnDemandCorrelation(fmap0, fmap1)(fwd, bwd)
+    all_pairs = WindowCorrelation(fmap0, fmap1, 4)(fwd, bwd)
+    on_demand = WindowCorrelation(fmap0, fmap1, 0)(fwd, bwd)
     assert (all_pairs - on_demand).abs().max() <= 1e-5
 
 
-def test_auto_mode_picks_by_budget() -> None:
+def test_non_finite_centres_sample_zeros() -> None:
+    fmap0, fmap1, (fwd, bwd) = _random_features(4)
+    fwd[0, :, :5] = float("nan")
+    bwd[1, 0, :, :3] = float("inf")
+    for levels in (0, 4):
+        got = WindowCorrelation(fmap0, fmap1, levels)(fwd, bwd)
+        assert torch.isfinite(got).all()
+        assert got[0, :196, :5].abs().max() == 0
+        assert got[1, 196:, :, :3].abs().max() == 0
+
+
+def test_auto_mode_keeps_the_coarsest_volumes_that_fit() -> None:
     fmap0, fmap1, _ = _random_features(2)
-    assert isinstance(build_correlation(fmap0, fmap1, "auto", budget_bytes=1 << 30), AllPairsCorrelation)
-    assert isinstance(build_correlation(fmap0, fmap1, "auto", budget_bytes=1000), OnDemandCorrelation)
+    assert volume_bytes(1, 24, 20, 4) == 2 * 480 * (480 + 120 + 30 + 6) * 4
+    assert build_correlation(fmap0, fmap1, "auto", budget_bytes=1 << 30).volume_levels == 4
+    assert build_correlation(fmap0, fmap1, "auto", budget_bytes=volume_bytes(1, 24, 20, 2)).volume_levels == 2
+    assert build_correlation(fmap0, fmap1, "auto", budget_bytes=1000).volume_levels == 0
+    assert build_correlation(fmap0, fmap1, "all-pairs", budget_bytes=1000).volume_levels == 4
+    assert build_correlation(fmap0, fmap1, "on-demand", budget_bytes=1 << 30).volume_levels == 0
     with pytest.raises(ValueError, match="correlation mode"):
         build_correlation(fmap0, fmap1, "fast")
 

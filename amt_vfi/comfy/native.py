@@ -27,7 +27,7 @@ from torch import nn
 from ..checkpoints import load_model
 from ..engine.devices import PRECISION_CHOICES, resolve_precision
 from ..engine.interpolator import decode_in_batches
-from ..engine.memory import choose_correlation, default_budget, with_memory_fallback
+from ..engine.memory import correlation_budget, default_budget, with_memory_fallback
 from ..engine.padding import alignment_for, padding_for
 from ..errors import InputError
 from ..network import AMT, CORRELATION_MODES
@@ -146,7 +146,6 @@ class AMTFrameInterpolationModel(nn.Module):
         if not (torch.isfinite(x0).all() and torch.isfinite(x1).all()):
             raise InputError("a frame contains NaN or infinite pixel values; clean the frames before interpolating")
         self.amt.set_mps_safe_warp(device.type == "mps")
-        mode = choose_correlation(self.correlation, *x0.shape[-2:], self.scale_factor, default_budget(device))
         batch = min(self.max_batch, len(times))
 
         def forget_features() -> None:
@@ -155,7 +154,7 @@ class AMTFrameInterpolationModel(nn.Module):
 
         frames, fitted = with_memory_fallback(
             lambda mode, size: self._encode_decode(img0, img1, x0, x1, times, padding, mode, size, cache),
-            mode=mode,
+            mode=self.correlation,
             batch=batch,
             device=device,
             advice=f"for {width}x{height} frames load the model with scale_factor 0.5 (or 0.25) or fp16 precision",
@@ -170,7 +169,14 @@ class AMTFrameInterpolationModel(nn.Module):
         with torch.inference_mode():
             features = self._cached_features(cache, img0, img1, mode)
             if features is None:
-                features = self.amt.encode(x0, x1, self.scale_factor, correlation=mode)
+                features = self.amt.encode(
+                    x0,
+                    x1,
+                    self.scale_factor,
+                    correlation=mode,
+                    correlation_budget_bytes=correlation_budget(default_budget(device)),
+                    time_steps=len(times),
+                )
                 if cache is not None:
                     cache[_PAIR_CACHE_KEY] = (img0, img1, (img0._version, img1._version), mode, features)
             height, width = img0.shape[-2:]

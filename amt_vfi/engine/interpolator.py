@@ -15,8 +15,9 @@ import torch
 from ..checkpoints import resolve_checkpoint
 from ..errors import AmtVfiError, InputError
 from ..network import AMT, CORRELATION_MODES, CorrelationMode, PairFeatures
+from .cpu_memory import keep_freed_memory
 from .devices import release_cached_memory, resolve_device, resolve_precision
-from .memory import choose_correlation, default_budget, with_memory_fallback
+from .memory import correlation_budget, default_budget, with_memory_fallback
 from .model_cache import cached_model
 from .padding import Padding, alignment_for, padding_for
 from .plan import PlannedFrame
@@ -46,9 +47,11 @@ class Interpolator:
     `model` is a loaded `AMT`, a checkpoint path, or a checkpoint name ('amt-s', 'amt-l', 'amt-g',
     'gopro_amt-s', looked up and downloaded as `resolve_checkpoint` does). `scale_factor` < 1 runs the
     network at reduced resolution (faster, less detail: 0.5 suits 4K). `correlation` forces the
-    all-pairs volume or the on-demand lookup; 'auto' picks by memory. `max_batch` bounds how many time
-    steps of one pair are decoded together (default 1 on a CPU, 8 elsewhere). `autotune` turns on cuDNN
-    autotuning for the whole process.
+    all-pairs volumes or the on-demand lookup; 'auto' precomputes the volumes of the coarse levels where
+    they fit in memory and pay off. `max_batch` bounds how many time
+    steps of one pair are decoded together (default 1 on a CPU, 8 elsewhere). `autotune` is for callers
+    that own the process: it turns on cuDNN autotuning on a GPU and, on a CPU, keeps freed memory in the
+    process for reuse (`keep_freed_memory`), both process-wide.
     """
 
     def __init__(
@@ -77,6 +80,8 @@ class Interpolator:
             # A process-wide switch, so only for callers that own the process (the CLI): frame sizes
             # repeat, and tuned cuDNN kernels made a 1080p pair about 15% faster on an H200.
             torch.backends.cudnn.benchmark = True
+        if autotune and self.device.type == "cpu":
+            keep_freed_memory()
         if isinstance(model, AMT):
             self.model = model.to(device=self.device, dtype=self.dtype).eval()
         else:
@@ -114,10 +119,6 @@ class Interpolator:
         per_step = (48 + 16 * self.model.spec.fields) * height * width * 4
         return max(1, min(steps, self.max_batch, self._budget() // per_step))
 
-    def correlation_mode_for(self, height: int, width: int) -> CorrelationMode:
-        """The correlation used for padded frames of this size."""
-        return choose_correlation(self.correlation, height, width, self.scale_factor, self._budget())
-
     # -- one pair -------------------------------------------------------------------------------
 
     def _to_network(self, frame: torch.Tensor, padding: Padding) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,7 +140,14 @@ class Interpolator:
     ) -> torch.Tensor:
         img0, finite0, img1, finite1 = pair
         with torch.inference_mode():
-            features = self.model.encode(img0, img1, self.scale_factor, correlation=mode)
+            features = self.model.encode(
+                img0,
+                img1,
+                self.scale_factor,
+                correlation=mode,
+                correlation_budget_bytes=correlation_budget(self._budget()),
+                time_steps=len(times),
+            )
             results, output_finite = [], []
             for _, frames in decode_in_batches(self._decode, features, times, batch, padding):
                 frames = frames.permute(0, 2, 3, 1)
@@ -171,7 +179,7 @@ class Interpolator:
         batch = self._batch_size(len(times), padded_h, padded_w)
         output, fitted = with_memory_fallback(
             lambda mode, size: self._decode_all(pair, times, padding, mode, size),
-            mode=self.correlation_mode_for(padded_h, padded_w),
+            mode=self.correlation,
             batch=batch,
             device=self.device,
             advice=f"for {width}x{height} frames use a scale factor of 0.5 (or 0.25), fp16 precision, or the CPU",

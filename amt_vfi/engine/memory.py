@@ -9,7 +9,7 @@ from typing import TypeVar
 import torch
 
 from ..errors import OutOfMemoryError
-from ..network import CorrelationMode, all_pairs_bytes
+from ..network import CorrelationMode
 from .devices import is_out_of_memory, release_cached_memory
 
 GIB = 1 << 30
@@ -24,14 +24,9 @@ def default_budget(device: torch.device) -> int:
     return 2 * GIB
 
 
-def choose_correlation(
-    requested: CorrelationMode, height: int, width: int, scale_factor: float, budget: int
-) -> CorrelationMode:
-    """'auto' -> the all-pairs volume while it fits in half the budget (padded frame size), else on-demand."""
-    if requested != "auto":
-        return requested
-    work_h, work_w = (int(size * scale_factor) // 8 for size in (height, width))
-    return "all-pairs" if all_pairs_bytes(1, work_h, work_w) <= budget // 2 else "on-demand"
+def correlation_budget(budget: int) -> int:
+    """Bytes the precomputed correlation volumes of one pair may take: half of the pair's budget."""
+    return budget // 2
 
 
 def with_memory_fallback(

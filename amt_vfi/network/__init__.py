@@ -1,6 +1,6 @@
 """The AMT network (encoders, correlation, decoders, update blocks) and its released variants."""
 
-from .correlation import CORRELATION_MODES, CorrelationMode, all_pairs_bytes, build_correlation
+from .correlation import CORRELATION_MODES, CorrelationMode, build_correlation, volume_bytes
 from .model import AMT, PairFeatures
 from .variants import CHECKPOINT_VARIANTS, VARIANTS, VariantSpec, detect_variant
 
@@ -12,7 +12,7 @@ __all__ = [
     "PairFeatures",
     "VARIANTS",
     "VariantSpec",
-    "all_pairs_bytes",
     "build_correlation",
     "detect_variant",
+    "volume_bytes",
 ]

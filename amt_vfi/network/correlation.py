@@ -1,9 +1,16 @@
-"""Bidirectional correlation lookups: the reference all-pairs volume and an exact on-demand equivalent.
+"""Bidirectional correlation lookups, from precomputed all-pairs volumes or computed on demand.
 
-Both answer the same question: for every source pixel p at 1/8 resolution and a centre position c(p),
+The question is always the same: for every source pixel p at 1/8 resolution and a centre position c(p),
 the correlations <f_src(p), f_tgt(q)> / sqrt(D) at the 7x7 positions q around c(p) on each of four
 average-pooled levels, sampled bilinearly with zeros outside the map. Offsets are ordered with the x
 offset slow and the y offset fast (channel 7a + b), which is what the official weights were trained on.
+
+All 49 positions of a window share one fractional part, so a level needs the correlations at only the
+8 x 8 integer positions around the centre, blended with one set of separable bilinear weights (which
+also carry the zero padding). Those 64 values come either from a precomputed volume (one row per source
+pixel: (h*w)^2 values at level 0, a sixteenth of that at level 1, ...) or from dot products with the
+pooled feature map computed as needed. Pooling the volume equals correlating with the pooled map, so
+both are exact; a level keeps a volume when memory allows, coarsest levels first, since they are cheap.
 
 Queries may carry several time steps of one feature batch: a query batch of N = T * B rows, row
 t * B + b asking about feature sample b.
@@ -12,7 +19,8 @@ t * B + b asking about feature sample b.
 from __future__ import annotations
 
 import math
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,186 +30,241 @@ CORRELATION_MODES: tuple[str, ...] = ("auto", "all-pairs", "on-demand")
 LEVELS = 4
 RADIUS = 3
 WINDOW = 2 * RADIUS + 1
-# The reference keeps the volume, its transpose and their pooled levels: about 8/3 volumes.
-ALL_PAIRS_OVERHEAD = 8.0 / 3.0
+SPAN = WINDOW + 1  # integer positions per window side
+CHANNELS_PER_DIRECTION = LEVELS * WINDOW * WINDOW
 
 
-class CorrelationLookup(Protocol):
-    def __call__(self, centres_fwd: torch.Tensor, centres_bwd: torch.Tensor) -> torch.Tensor:
-        """Correlation features (N x 392 x h x w) for frame-0 sources at `centres_fwd` in frame 1
-        and frame-1 sources at `centres_bwd` in frame 0 (both N x 2 x h x w, x first, pixels)."""
-        ...
+def _level_sizes(height: int, width: int) -> list[tuple[int, int]]:
+    return [(height >> level, width >> level) for level in range(LEVELS)]
 
 
-def all_pairs_bytes(batch: int, height: int, width: int) -> int:
-    """Bytes the all-pairs volumes hold for feature maps of this size (float32, both directions)."""
-    return int(batch * (height * width) ** 2 * 4 * ALL_PAIRS_OVERHEAD)
+def volume_bytes(batch: int, height: int, width: int, levels: int = LEVELS) -> int:
+    """Bytes the volumes of the `levels` coarsest levels take for h x w feature maps (float32, both
+    directions)."""
+    coarsest = _level_sizes(height, width)[LEVELS - levels :] if levels else []
+    return 2 * batch * height * width * sum(h * w for h, w in coarsest) * 4
 
 
-def _pool_levels(x: torch.Tensor) -> list[torch.Tensor]:
-    levels = [x]
-    for _ in range(LEVELS - 1):
-        levels.append(F.avg_pool2d(levels[-1], 2, stride=2))
-    return levels
+# On a CPU, one level's volume (a GEMM) costs about what looking the level up on demand costs for
+# area / CPU_VOLUME_AREA_PER_TIME_STEP time steps (3 lookups of 64 positions each per time step; the GEMM
+# does about 16 times more products per second than the gathers). A GPU computes volumes so fast that
+# only memory limits them.
+CPU_VOLUME_AREA_PER_TIME_STEP = 3072
 
 
-def _queries_per_sample(centres: torch.Tensor, batch: int) -> torch.Tensor:
-    """N x 2 x h x w centres (N = T * B) -> B*h*w x T x 2, grouped by feature sample and pixel."""
-    n, _, h, w = centres.shape
-    steps = n // batch
-    return centres.view(steps, batch, 2, h, w).permute(1, 3, 4, 0, 2).reshape(batch * h * w, steps, 2)
-
-
-def _window_offsets(device: torch.device) -> torch.Tensor:
-    """7 x 7 x 2 offsets (dx, dy): dx varies along the first (slow) axis."""
-    steps = torch.arange(-RADIUS, RADIUS + 1, device=device, dtype=torch.float32)
-    dx, dy = torch.meshgrid(steps, steps, indexing="ij")
-    return torch.stack([dx, dy], dim=-1)
-
-
-class AllPairsCorrelation:
-    """The reference scheme: every source pixel owns a pooled pyramid of its full correlation plane.
-
-    Memory grows with (h*w)^2; use it for small frames, where it is the fastest. The pooled levels are
-    products with pooled features (pooling the plane equals correlating with the pooled map), which is
-    exact and much cheaper than pooling the huge level-0 volume.
-    """
-
-    def __init__(self, fmap0: torch.Tensor, fmap1: torch.Tensor) -> None:
-        batch, dim, h, w = fmap0.shape
-        self.batch, self.h, self.w = batch, h, w
-        # float16 features keep their dtype on a GPU (tensor cores, half the traffic); elsewhere float32
-        # (bfloat16 has too few mantissa bits to address sample positions).
-        dtype = torch.float16 if fmap0.is_cuda and fmap0.dtype == torch.float16 else torch.float32
-        fmap0, fmap1 = fmap0.to(dtype), fmap1.to(dtype)
-        self.levels_fwd = self._volumes(fmap0, _pool_levels(fmap1))
-        self.levels_bwd = self._volumes(fmap1, _pool_levels(fmap0))
-        self.offsets = _window_offsets(fmap0.device)
-
-    @staticmethod
-    def _volumes(source: torch.Tensor, targets: list[torch.Tensor]) -> list[torch.Tensor]:
-        batch, dim, h, w = source.shape
-        rows = source.flatten(2).transpose(1, 2)
-        scale = 1.0 / math.sqrt(dim)
-        return [
-            torch.bmm(rows, target.flatten(2)).mul_(scale).view(batch * h * w, 1, *target.shape[-2:])
-            for target in targets
-        ]
-
-    def _lookup(self, levels: list[torch.Tensor], centres: torch.Tensor) -> torch.Tensor:
-        steps = centres.shape[0] // self.batch
-        queries = _queries_per_sample(centres.float(), self.batch)
-        sampled = []
-        for level, plane in enumerate(levels):
-            level_h, level_w = plane.shape[-2:]
-            positions = queries[:, :, None, None, :] / 2**level + self.offsets
-            scale = positions.new_tensor([2.0 / (level_w - 1), 2.0 / (level_h - 1)])
-            grid = (positions * scale - 1.0).reshape(queries.shape[0], steps * WINDOW, WINDOW, 2)
-            grid = grid.to(plane.dtype)
-            values = F.grid_sample(plane, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-            sampled.append(values.view(self.batch, self.h, self.w, steps, WINDOW * WINDOW))
-        stacked = torch.cat(sampled, dim=-1).float()
-        return stacked.permute(3, 0, 4, 1, 2).reshape(steps * self.batch, -1, self.h, self.w)
-
-    def __call__(self, centres_fwd: torch.Tensor, centres_bwd: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self._lookup(self.levels_fwd, centres_fwd), self._lookup(self.levels_bwd, centres_bwd)], 1)
+def volume_levels(
+    mode: CorrelationMode,
+    batch: int,
+    height: int,
+    width: int,
+    budget_bytes: int,
+    time_steps: int = 1,
+    device_type: str = "cpu",
+) -> int:
+    """How many of the coarsest levels get a precomputed volume: all for 'all-pairs', none for
+    'on-demand'; for 'auto' as many as fit in `budget_bytes` and, on a CPU, pay for themselves over the
+    `time_steps` that will be decoded."""
+    if mode not in CORRELATION_MODES:
+        raise ValueError(f"correlation mode must be one of {', '.join(CORRELATION_MODES)}, not {mode!r}")
+    if mode == "all-pairs":
+        return LEVELS
+    if mode == "on-demand":
+        return 0
+    sizes = _level_sizes(height, width)
+    chosen = 0
+    for count in range(1, LEVELS + 1):
+        level_h, level_w = sizes[LEVELS - count]
+        worth_it = device_type != "cpu" or level_h * level_w <= CPU_VOLUME_AREA_PER_TIME_STEP * time_steps
+        if not worth_it or volume_bytes(batch, height, width, count) > budget_bytes:
+            break
+        chosen = count
+    return chosen
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
-    """B x D x H x W -> B x (H*W) x D: one contiguous feature vector per pixel, cheap to gather."""
-    return x.flatten(2).transpose(1, 2).contiguous()
+    """B x D x H x W -> (B*H*W) x D: one contiguous feature vector per pixel, cheap to gather."""
+    return x.flatten(2).transpose(1, 2).reshape(-1, x.shape[1])
 
 
-class OnDemandCorrelation:
-    """Computes only the sampled correlations, straight from pooled feature maps: O(D*h*w) memory.
+@dataclass
+class _LevelGroup:
+    """Levels looked up together: their sizes as (G x 1 x 1 x 1) tensors and where each level and
+    direction starts in the group's flat `values` (volumes) or row table (pooled target features)."""
 
-    Exact by linearity: pooling the correlation plane equals correlating with pooled features, and a
-    bilinear sample of correlations equals the correlation with the bilinearly sampled feature. All 49
-    positions of a window share one fractional part, so each level needs the dot products at only the
-    8 x 8 integer positions around the centre, blended with one set of bilinear weights. The dot products
-    are gathered and reduced in pixel chunks small enough to stay in cache.
+    levels: list[int]
+    heights: torch.Tensor
+    widths: torch.Tensor
+    scales: torch.Tensor
+    starts: torch.Tensor  # G x 2 x 1 x 1 offsets into `table`
+    table: torch.Tensor  # flat volumes, or (rows x D) pooled target features, with SPAN zeros at both ends
+    precomputed: bool
+
+
+class WindowCorrelation:
+    """The correlation lookup of a pair of D x h x w feature maps (see the module docstring).
+
+    The `volume_levels` coarsest levels are precomputed; the others are computed on demand, in chunks of
+    pixels small enough to stay in cache, in O(D*h*w) memory. Both directions and all levels of a group
+    are looked up with one set of tensor operations (the lookup runs three times per time step).
     """
 
-    # Pixels per gather: cache-sized on a CPU; on a GPU large enough to keep the kernels busy.
+    # Pixels per on-demand gather: cache-sized on a CPU; on a GPU large enough to keep the kernels busy.
     CHUNK_PIXELS = {"cpu": 256}
     DEFAULT_CHUNK_PIXELS = 16384
+    # Window positions handled per block of pixels (bounds the index tensors: 8 bytes each).
+    BLOCK_POSITIONS = {"cpu": 1 << 21}
+    DEFAULT_BLOCK_POSITIONS = 1 << 25
 
-    def __init__(self, fmap0: torch.Tensor, fmap1: torch.Tensor) -> None:
+    def __init__(self, fmap0: torch.Tensor, fmap1: torch.Tensor, volume_levels: int = LEVELS) -> None:
         batch, dim, h, w = fmap0.shape
-        scale = 1.0 / math.sqrt(dim)
         self.batch, self.h, self.w = batch, h, w
-        self.sources = (_rows(fmap0.float() * scale), _rows(fmap1.float() * scale))
-        self.targets = tuple(
-            [(_rows(level), tuple(level.shape[-2:])) for level in _pool_levels(fmap.float())] for fmap in (fmap1, fmap0)
-        )
-        self.span = torch.arange(-RADIUS, RADIUS + 2, device=fmap0.device)
+        self.volume_levels = volume_levels
+        device = fmap0.device
+        # float16 volumes stay float16 on a GPU (tensor cores, half the traffic); elsewhere float32
+        # (bfloat16 has too few mantissa bits for correlations that are blended again).
+        volume_dtype = torch.float16 if fmap0.is_cuda and fmap0.dtype == torch.float16 else torch.float32
+        scale = 1.0 / math.sqrt(dim)
+        scaled = [fmap.float() * scale for fmap in (fmap0, fmap1)]
+        # Direction 0: frame-0 sources in frame 1; direction 1: frame-1 sources in frame 0.
+        self.sources = torch.cat([_rows(x) for x in scaled])
+        pooled = [[fmap.float()] for fmap in (fmap1, fmap0)]
+        for _ in range(LEVELS - 1):
+            for levels in pooled:
+                levels.append(F.avg_pool2d(levels[-1], 2, stride=2))
+        split = LEVELS - volume_levels
+        self.groups = [
+            group
+            for group in (
+                self._group(list(range(split)), pooled, None, device),
+                self._group(list(range(split, LEVELS)), pooled, (scaled, volume_dtype), device),
+            )
+            if group is not None
+        ]
+        self.span = torch.arange(-RADIUS, RADIUS + 2, device=device)
 
-    def _window_dots(self, source: torch.Tensor, target: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Dot products of each source row with the target rows named in `index` (rows x positions)."""
-        dim = source.shape[-1]
-        positions = index.shape[1]
-        chunk = self.CHUNK_PIXELS.get(source.device.type, self.DEFAULT_CHUNK_PIXELS)
-        dots = source.new_empty(index.shape)
-        for start in range(0, index.shape[0], chunk):
+    def _group(self, levels: list[int], pooled, volumes, device: torch.device) -> _LevelGroup | None:
+        if not levels:
+            return None
+        sizes = [tuple(pooled[0][level].shape[-2:]) for level in levels]
+        pixels = self.h * self.w
+        if volumes is None:
+            parts = [_rows(pooled[d][level]) for level in levels for d in (0, 1)]
+            lengths = [part.shape[0] for part in parts]
+            margin = parts[0].new_zeros(SPAN, parts[0].shape[1])
+            table = torch.cat([margin, *parts, margin])
+        else:
+            scaled, dtype = volumes
+            lengths = [self.batch * pixels * lh * lw for lh, lw in sizes for _ in (0, 1)]
+            table = torch.empty(sum(lengths) + 2 * SPAN, dtype=dtype, device=device)
+            table[:SPAN] = 0
+            table[-SPAN:] = 0
+            offset = SPAN
+            for level in levels:
+                for d in (0, 1):
+                    target = pooled[d][level].to(dtype).flatten(2)
+                    rows = scaled[d].to(dtype).flatten(2).transpose(1, 2)
+                    size = rows.shape[0] * rows.shape[1] * target.shape[-1]
+                    torch.bmm(rows, target, out=table[offset : offset + size].view(self.batch, pixels, -1))
+                    offset += size
+        starts = torch.tensor([SPAN, *lengths[:-1]], device=device).cumsum(0)
+
+        def column(values: list[float], dtype: torch.dtype) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype, device=device).view(-1, 1, 1, 1)
+
+        return _LevelGroup(
+            levels=levels,
+            heights=column([lh for lh, _ in sizes], torch.int64),
+            widths=column([lw for _, lw in sizes], torch.int64),
+            scales=column([0.5**level for level in levels], torch.float32),
+            starts=starts.view(len(levels), 2, 1, 1),
+            table=table,
+            precomputed=volumes is not None,
+        )
+
+    def _dots(self, rows: torch.Tensor, source_index: torch.Tensor, runs: torch.Tensor) -> torch.Tensor:
+        """Dot products of source rows `source_index` (n) with the target rows of 8 runs of 8 consecutive
+        rows starting at `runs` (n x 8) -> n x 64."""
+        dim = rows.shape[-1]
+        chunk = self.CHUNK_PIXELS.get(rows.device.type, self.DEFAULT_CHUNK_PIXELS)
+        row_runs = rows.as_strided((rows.shape[0] - SPAN + 1, SPAN * dim), (dim, 1))
+        dots = rows.new_empty(runs.shape[0], SPAN * SPAN)
+        for start in range(0, runs.shape[0], chunk):
             stop = start + chunk
-            gathered = target.index_select(0, index[start:stop].reshape(-1)).view(-1, positions, dim)
+            gathered = row_runs.index_select(0, runs[start:stop].reshape(-1)).view(-1, SPAN * SPAN, dim)
+            queries = self.sources.index_select(0, source_index[start:stop]).unsqueeze(1)
             # A batched dot product (not bmm: tiny matrix-vector products are 3x slower through BLAS).
-            dots[start:stop] = torch.linalg.vecdot(gathered, source[start:stop].unsqueeze(1))
+            dots[start:stop] = torch.linalg.vecdot(gathered, queries)
         return dots
 
-    def _lookup(
-        self, source: torch.Tensor, targets: list[tuple[torch.Tensor, tuple[int, int]]], centres: torch.Tensor
-    ) -> torch.Tensor:
-        queries = centres.shape[0]
-        steps = queries // self.batch
-        pixels = self.h * self.w
-        source = source.repeat(steps, 1, 1).view(queries * pixels, -1)
-        sample = (torch.arange(queries, device=centres.device) % self.batch).view(-1, 1, 1, 1)
-        centres = centres.float().nan_to_num(nan=-1e4).flatten(2)
-        size = self.span.numel()
-        sampled = []
-        for level, (rows, (level_h, level_w)) in enumerate(targets):
-            pos = centres / 2**level
-            # Far outside the map every sample is zero; clamping keeps the integer maths in range.
-            x = pos[:, 0].clamp(-2 * WINDOW, level_w + 2 * WINDOW)
-            y = pos[:, 1].clamp(-2 * WINDOW, level_h + 2 * WINDOW)
-            x0, y0 = x.floor(), y.floor()
-            xs = x0.long().view(queries, pixels, 1, 1) + self.span.view(1, 1, -1, 1)
-            ys = y0.long().view(queries, pixels, 1, 1) + self.span.view(1, 1, 1, -1)
-            valid = (xs >= 0) & (xs < level_w) & (ys >= 0) & (ys < level_h)
-            index = sample * (level_h * level_w) + ys.clamp(0, level_h - 1) * level_w + xs.clamp(0, level_w - 1)
-            dots = self._window_dots(source, rows.view(-1, rows.shape[-1]), index.view(queries * pixels, -1))
-            dots = (dots.view_as(valid) * valid).view(queries, pixels, size, size)
-            fx = (x - x0).view(queries, pixels, 1, 1)
-            fy = (y - y0).view(queries, pixels, 1, 1)
-            blended = (
-                (1 - fx) * (1 - fy) * dots[..., :-1, :-1]
-                + fx * (1 - fy) * dots[..., 1:, :-1]
-                + (1 - fx) * fy * dots[..., :-1, 1:]
-                + fx * fy * dots[..., 1:, 1:]
-            )
-            sampled.append(blended.reshape(queries, pixels, WINDOW * WINDOW))
-        return torch.cat(sampled, dim=2).transpose(1, 2).reshape(queries, -1, self.h, self.w)
+    def _window(self, group: _LevelGroup, centres: torch.Tensor, pixel: torch.Tensor) -> torch.Tensor:
+        """The windows of `group`'s levels, G x 2 x N x 7 (y) x 7 (x) x n, for centres 2 x N x 2 x n at
+        `pixel`. Pixels are the innermost dimension, so the per-pixel blends vectorise. Each window row of
+        8 integer positions is one run of consecutive values (or feature rows), gathered at once; runs
+        that stick out of a row read neighbouring values, which get zero weight."""
+        queries, pixels = centres.shape[1], pixel.shape[0]
+        pos = centres.unsqueeze(0) * group.scales.unsqueeze(-1)  # G x 2 x N x 2 x n
+        # Far outside the map every sample is zero; clamping keeps the integer maths in range.
+        x = pos[..., 0, :].clamp(-2 * WINDOW).minimum(group.widths + 2 * WINDOW)
+        y = pos[..., 1, :].clamp(-2 * WINDOW).minimum(group.heights + 2 * WINDOW)
+        x0, y0 = x.floor(), y.floor()
+        span = self.span.view(-1, 1)
+        xs = x0.long().unsqueeze(-2) + span  # G x 2 x N x 8 x n
+        ys = y0.long().unsqueeze(-2) + span
+        widths, heights = group.widths.unsqueeze(-1), group.heights.unsqueeze(-1)
+        # Separable bilinear weights, zero for integer positions outside the map.
+        inside_x = ((xs >= 0) & (xs < widths)).float()
+        inside_y = ((ys >= 0) & (ys < heights)).float()
+        fx, fy = (x - x0).unsqueeze(-2), (y - y0).unsqueeze(-2)
+        low_x, high_x = (1 - fx) * inside_x[..., :-1, :], fx * inside_x[..., 1:, :]
+        low_y, high_y = (1 - fy) * inside_y[..., :-1, :], fy * inside_y[..., 1:, :]
+        first_x = torch.minimum(xs[..., 0, :].clamp(-SPAN), group.widths)
+        runs = torch.minimum(ys.clamp(0), heights - 1) * widths + first_x.unsqueeze(-2)  # G x 2 x N x 8 x n
+        sample = torch.arange(queries, device=centres.device).view(-1, 1) % self.batch
+        area = group.heights * group.widths
+        if group.precomputed:
+            runs = runs + (group.starts + (sample * (self.h * self.w) + pixel) * area).unsqueeze(-2)
+            table = group.table.as_strided((group.table.numel() - SPAN + 1, SPAN), (1, 1))
+            values = table.index_select(0, runs.view(-1)).view(*runs.shape, SPAN).transpose(-1, -2)
+        else:
+            runs = runs + (group.starts + sample * area).unsqueeze(-1)
+            direction = torch.arange(2, device=centres.device).view(2, 1, 1)
+            source = ((direction * self.batch + sample) * (self.h * self.w) + pixel).expand(*runs.shape[:3], pixels)
+            dots = self._dots(group.table, source.reshape(-1), runs.transpose(-1, -2).reshape(-1, SPAN))
+            values = dots.view(*source.shape, SPAN, SPAN).permute(0, 1, 2, 4, 5, 3)
+        values = values.float().contiguous()  # G x 2 x N x 8 (y) x 8 (x) x n
+        along_x = torch.addcmul(
+            values[..., :-1, :] * low_x.unsqueeze(-3), values[..., 1:, :], high_x.unsqueeze(-3)
+        )  # G x 2 x N x 8 x 7 x n
+        return torch.addcmul(
+            along_x[..., :-1, :, :] * low_y.unsqueeze(-2), along_x[..., 1:, :, :], high_y.unsqueeze(-2)
+        )
 
     def __call__(self, centres_fwd: torch.Tensor, centres_bwd: torch.Tensor) -> torch.Tensor:
-        return torch.cat(
-            [
-                self._lookup(self.sources[0], self.targets[0], centres_fwd),
-                self._lookup(self.sources[1], self.targets[1], centres_bwd),
-            ],
-            dim=1,
-        )
+        """Correlation features (N x 392 x h x w) for frame-0 sources at `centres_fwd` in frame 1 and
+        frame-1 sources at `centres_bwd` in frame 0 (both N x 2 x h x w, x first, pixels)."""
+        queries, pixels = centres_fwd.shape[0], self.h * self.w
+        centres = torch.stack([centres_fwd, centres_bwd]).float().nan_to_num(nan=-1e4).flatten(3)
+        out = centres.new_empty(queries, 2, LEVELS, WINDOW, WINDOW, pixels)  # channel 7a + b: x offset a
+        budget = self.BLOCK_POSITIONS.get(centres.device.type, self.DEFAULT_BLOCK_POSITIONS)
+        for group in self.groups:
+            block = max(1, budget // (len(group.levels) * 2 * queries * SPAN * SPAN))
+            first, last = group.levels[0], group.levels[-1] + 1
+            for start in range(0, pixels, block):
+                stop = min(start + block, pixels)
+                pixel = torch.arange(start, stop, device=centres.device)
+                window = self._window(group, centres[..., start:stop], pixel)
+                out[:, :, first:last, ..., start:stop] = window.permute(2, 1, 0, 4, 3, 5)
+        return out.view(queries, -1, self.h, self.w)
 
 
 def build_correlation(
-    fmap0: torch.Tensor, fmap1: torch.Tensor, mode: CorrelationMode = "auto", budget_bytes: int = 1 << 30
-) -> CorrelationLookup:
-    """Pick the all-pairs volume when it fits `budget_bytes`, else the on-demand lookup."""
-    if mode not in CORRELATION_MODES:
-        raise ValueError(f"correlation mode must be one of {', '.join(CORRELATION_MODES)}, not {mode!r}")
-    if mode == "auto":
-        batch, _, h, w = fmap0.shape
-        mode = "all-pairs" if all_pairs_bytes(batch, h, w) <= budget_bytes else "on-demand"
-    if mode == "all-pairs":
-        return AllPairsCorrelation(fmap0, fmap1)
-    return OnDemandCorrelation(fmap0, fmap1)
+    fmap0: torch.Tensor,
+    fmap1: torch.Tensor,
+    mode: CorrelationMode = "auto",
+    budget_bytes: int = 1 << 30,
+    time_steps: int = 1,
+) -> WindowCorrelation:
+    """The lookup for `mode` (see `volume_levels`)."""
+    batch, _, h, w = fmap0.shape
+    levels = volume_levels(mode, batch, h, w, budget_bytes, time_steps, fmap0.device.type)
+    return WindowCorrelation(fmap0, fmap1, levels)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from .correlation import CorrelationLookup, CorrelationMode, build_correlation
+from .correlation import CorrelationMode, WindowCorrelation, build_correlation
 from .decoders import InitialDecoder, MultiFieldDecoder, RefiningDecoder
 from .encoders import ContextPyramid, CorrelationFeatureEncoder, bottleneck_block, residual_block
 from .layers import conv, in_row_bands, resize, warp
@@ -25,7 +25,7 @@ class PairFeatures:
     frame1: torch.Tensor
     context0: list[torch.Tensor]  # context pyramid of the (resized) frames, 1/2 .. 1/16
     context1: list[torch.Tensor]
-    correlation: CorrelationLookup
+    correlation: WindowCorrelation
     grid: torch.Tensor  # 1 x 2 x h x w pixel coordinates at 1/8 of the working size
     scale_factor: float
 
@@ -128,8 +128,15 @@ class AMT(nn.Module):
         img1: torch.Tensor,
         scale_factor: float = 1.0,
         correlation: CorrelationMode | None = None,
+        correlation_budget_bytes: int | None = None,
+        time_steps: int = 1,
     ) -> PairFeatures:
-        """Run both encoders and prepare the correlation for a batch of frame pairs (values in [0, 1])."""
+        """Run both encoders and prepare the correlation for a batch of frame pairs (values in [0, 1]).
+
+        With the 'auto' correlation, precomputed volumes may take up to `correlation_budget_bytes`
+        (default: the model's `correlation_budget_bytes`); `time_steps`, the number of time steps that will
+        be decoded from the result, tells whether precomputing them pays off.
+        """
         _check_pair(img0, img1, scale_factor)
         dtype = self.comb_block[0].weight.dtype
         img0, img1 = img0.float(), img1.float()
@@ -147,9 +154,8 @@ class AMT(nn.Module):
             both = torch.cat([work0, work1], dim=0).to(dtype)
             fmap0, fmap1 = self.feat_encoder(both).chunk(2, dim=0)
             context0, context1 = zip(*(x.chunk(2, dim=0) for x in self.encoder(both)), strict=True)
-        lookup = build_correlation(
-            fmap0, fmap1, correlation or self.correlation_mode, budget_bytes=self.correlation_budget_bytes
-        )
+        budget = self.correlation_budget_bytes if correlation_budget_bytes is None else correlation_budget_bytes
+        lookup = build_correlation(fmap0, fmap1, correlation or self.correlation_mode, budget, time_steps)
         h, w = fmap0.shape[-2:]
         ys, xs = torch.meshgrid(
             torch.arange(h, device=img0.device, dtype=torch.float32),
@@ -251,7 +257,7 @@ class AMT(nn.Module):
 
         Returns len(timesteps) * B frames, time-major (all pairs at the first time step first).
         """
-        features = self.encode(img0, img1, scale_factor)
+        features = self.encode(img0, img1, scale_factor, time_steps=len(timesteps))
         embt = torch.tensor(list(timesteps), dtype=torch.float32, device=img0.device)
         embt = embt.repeat_interleave(features.batch).view(-1, 1, 1, 1)
         return self.decode(features, embt)
