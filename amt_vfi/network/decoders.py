@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import SideChannelResBlock, conv_prelu, upconv, upsample_flow, warp
+from .layers import SideChannelResBlock, cat_channels, conv_prelu, upconv, upsample_flow, warp
 
 
 def _convblock(in_ch: int, mid_ch: int, out_ch: int, side: int) -> nn.Sequential:
@@ -29,17 +29,11 @@ class InitialDecoder(nn.Module):
 
 
 def _warped_inputs(
-    feature: torch.Tensor,
-    feat0: torch.Tensor,
-    feat1: torch.Tensor,
-    flow0: torch.Tensor,
-    flow1: torch.Tensor,
-    mps_safe: bool,
+    feature: torch.Tensor, context: torch.Tensor, flow0: torch.Tensor, flow1: torch.Tensor, mps_safe: bool
 ) -> torch.Tensor:
-    return torch.cat(
-        [feature, warp(feat0, flow0, mps_safe), warp(feat1, flow1, mps_safe), flow0, flow1],
-        dim=1,
-    )
+    """The decoder input: feature, both frames' context (stacked, 2N) warped by their flows, the flows."""
+    warped0, warped1 = warp(context, torch.cat([flow0, flow1]), mps_safe).chunk(2)
+    return cat_channels([feature, warped0, warped1, flow0, flow1])
 
 
 class RefiningDecoder(nn.Module):
@@ -51,9 +45,9 @@ class RefiningDecoder(nn.Module):
         self.mps_safe = False
 
     def forward(
-        self, feature: torch.Tensor, feat0: torch.Tensor, feat1: torch.Tensor, flow0: torch.Tensor, flow1: torch.Tensor
+        self, feature: torch.Tensor, context: torch.Tensor, flow0: torch.Tensor, flow1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.convblock(_warped_inputs(feature, feat0, feat1, flow0, flow1, self.mps_safe))
+        out = self.convblock(_warped_inputs(feature, context, flow0, flow1, self.mps_safe))
         return out[:, 0:2] + upsample_flow(flow0), out[:, 2:4] + upsample_flow(flow1), out[:, 4:]
 
 
@@ -67,10 +61,10 @@ class MultiFieldDecoder(nn.Module):
         self.mps_safe = False
 
     def forward(
-        self, feature: torch.Tensor, feat0: torch.Tensor, feat1: torch.Tensor, flow0: torch.Tensor, flow1: torch.Tensor
+        self, feature: torch.Tensor, context: torch.Tensor, flow0: torch.Tensor, flow1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         n = self.fields
-        out = self.convblock(_warped_inputs(feature, feat0, feat1, flow0, flow1, self.mps_safe))
+        out = self.convblock(_warped_inputs(feature, context, flow0, flow1, self.mps_safe))
         flows0 = out[:, 0 : 2 * n] + upsample_flow(flow0).repeat(1, n, 1, 1)
         flows1 = out[:, 2 * n : 4 * n] + upsample_flow(flow1).repeat(1, n, 1, 1)
         masks = torch.sigmoid(out[:, 4 * n : 5 * n])

@@ -58,6 +58,24 @@ class SideChannelResBlock(nn.Module):
         return self.prelu(x + self.conv5(out))
 
 
+def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """`torch.cat` along the channels, in the memory layout of the first tensor.
+
+    `torch.cat` of mixed layouts (grid_sample returns channels-first) gives channels-first, which the next
+    channels-last convolution converts once more; copying each part straight into place is one pass.
+    """
+    first = tensors[0]
+    layout = torch.channels_last if first.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    channels = sum(x.shape[1] for x in tensors)
+    shape = (first.shape[0], channels, *first.shape[2:])
+    out = torch.empty(shape, dtype=first.dtype, device=first.device, memory_format=layout)
+    start = 0
+    for x in tensors:
+        out[:, start : start + x.shape[1]] = x
+        start += x.shape[1]
+    return out
+
+
 def _pixel_to_normalized(coord: torch.Tensor, size: int) -> torch.Tensor:
     return coord * (2.0 / (size - 1)) - 1.0
 

@@ -18,36 +18,38 @@ from .variants import VariantSpec
 
 @dataclass(frozen=True)
 class PairFeatures:
-    """Everything about a frame pair that does not depend on the time step."""
+    """Everything about a frame pair that does not depend on the time step.
+
+    Both frames of the B pairs are stacked along the batch, frame 0's B samples first: the decoders warp
+    them with one call, which a CPU runs on two threads instead of one.
+    """
 
     mean: torch.Tensor  # B x 1 x 1 x 1, the joint mean of both frames
-    frame0: torch.Tensor  # B x 3 x H x W, mean removed, float32, full resolution
-    frame1: torch.Tensor
-    context0: list[torch.Tensor]  # context pyramid of the (resized) frames, 1/2 .. 1/16
-    context1: list[torch.Tensor]
+    frames: torch.Tensor  # 2B x 3 x H x W, mean removed, float32, full resolution
+    context: list[torch.Tensor]  # 2B x C x h x w context pyramid of the (resized) frames, 1/2 .. 1/16
     correlation: WindowCorrelation
     grid: torch.Tensor  # 1 x 2 x h x w pixel coordinates at 1/8 of the working size
     scale_factor: float
 
     @property
     def batch(self) -> int:
-        return self.frame0.shape[0]
+        return self.mean.shape[0]
 
     def repeated(self, times: int) -> PairFeatures:
-        """The same features tiled `times` along the batch (row t * B + b), for several time steps."""
+        """The same features tiled `times` along the batch (row t * B + b of each frame), for several
+        time steps."""
         if times == 1:
             return self
 
         def tile(x: torch.Tensor) -> torch.Tensor:
-            return x.repeat(times, 1, 1, 1)
+            first, second = x.chunk(2)
+            return torch.cat([first] * times + [second] * times)  # keeps a channels-last layout
 
         return replace(
             self,
-            mean=tile(self.mean),
-            frame0=tile(self.frame0),
-            frame1=tile(self.frame1),
-            context0=[tile(x) for x in self.context0],
-            context1=[tile(x) for x in self.context1],
+            mean=self.mean.repeat(times, 1, 1, 1),
+            frames=tile(self.frames),
+            context=[tile(x) for x in self.context],
         )
 
 
@@ -141,19 +143,18 @@ class AMT(nn.Module):
         dtype = self.comb_block[0].weight.dtype
         img0, img1 = img0.float(), img1.float()
         mean = torch.cat([img0, img1], dim=2).mean(dim=(1, 2, 3), keepdim=True)
-        frame0, frame1 = img0 - mean, img1 - mean
-        work0, work1 = frame0, frame1
-        if scale_factor != 1.0:
-            work0, work1 = resize(frame0, scale_factor), resize(frame1, scale_factor)
+        frames = torch.cat([img0, img1]) - mean.repeat(2, 1, 1, 1)
+        work = frames if scale_factor == 1.0 else resize(frames, scale_factor)
         if img0[0].numel() > SEPARATE_ENCODING_VALUES:
             # Large frames are encoded one at a time: the same result (instance norm is per sample) at
             # half the peak memory.
-            fmap0, fmap1 = (self.feat_encoder(work.to(dtype)) for work in (work0, work1))
-            context0, context1 = (self.encoder(work.to(dtype)) for work in (work0, work1))
+            batch = img0.shape[0]
+            halves = [work[:batch].to(dtype), work[batch:].to(dtype)]
+            fmap0, fmap1 = (self.feat_encoder(half) for half in halves)
+            context = [torch.cat(level) for level in zip(*(self.encoder(half) for half in halves), strict=True)]
         else:
-            both = torch.cat([work0, work1], dim=0).to(dtype)
-            fmap0, fmap1 = self.feat_encoder(both).chunk(2, dim=0)
-            context0, context1 = zip(*(x.chunk(2, dim=0) for x in self.encoder(both)), strict=True)
+            fmap0, fmap1 = self.feat_encoder(work.to(dtype)).chunk(2)
+            context = self.encoder(work.to(dtype))
         budget = self.correlation_budget_bytes if correlation_budget_bytes is None else correlation_budget_bytes
         lookup = build_correlation(fmap0, fmap1, correlation or self.correlation_mode, budget, time_steps)
         h, w = fmap0.shape[-2:]
@@ -164,10 +165,8 @@ class AMT(nn.Module):
         )
         return PairFeatures(
             mean=mean,
-            frame0=frame0,
-            frame1=frame1,
-            context0=list(context0),
-            context1=list(context1),
+            frames=frames,
+            context=list(context),
             correlation=lookup,
             grid=torch.stack([xs, ys]).unsqueeze(0),
             scale_factor=scale_factor,
@@ -189,8 +188,8 @@ class AMT(nn.Module):
             raise ValueError(f"{embt.shape[0]} time steps cannot be shared among {features.batch} frame pairs")
         pair = features
         tiled = features.repeated(embt.shape[0] // features.batch)
-        ctx0, ctx1 = tiled.context0, tiled.context1
-        flow0, flow1, feature = self.decoder4(ctx0[3], ctx1[3], embt)
+        context, n = tiled.context, embt.shape[0]
+        flow0, flow1, feature = self.decoder4(context[3][:n], context[3][n:], embt)
         decoders = [self.decoder3, self.decoder2]
         for step, (factor, low_block, high_block) in enumerate(self._levels()):
             low0 = flow0 if factor == 1 else resize(flow0, 1.0 / factor) / factor
@@ -208,9 +207,8 @@ class AMT(nn.Module):
                 flow0 = flow0 + delta_motion[:, 0:2]
                 flow1 = flow1 + delta_motion[:, 2:4]
             if step < len(decoders):
-                level = 2 - step
-                flow0, flow1, feature = decoders[step](feature, ctx0[level], ctx1[level], flow0, flow1)
-        flows0, flows1, masks, residuals = self.decoder1(feature, ctx0[0], ctx1[0], flow0, flow1)
+                flow0, flow1, feature = decoders[step](feature, context[2 - step], flow0, flow1)
+        flows0, flows1, masks, residuals = self.decoder1(feature, context[0], flow0, flow1)
         return self._compose(tiled, flows0, flows1, masks, residuals)
 
     def _compose(
@@ -228,13 +226,14 @@ class AMT(nn.Module):
             flows0, flows1 = resize(flows0, back) * back, resize(flows1, back) * back
             masks, residuals = resize(masks, back), resize(residuals, back)
         n = self.spec.fields
-        batch, _, height, width = features.frame0.shape
+        batch = features.mean.shape[0]
+        height, width = features.frames.shape[-2:]
         candidates = flows0.new_empty(batch, n, 3, height, width)
         # One field at a time: at 4K every full-resolution temporary is hundreds of MB.
         for k in range(n):
             weight = masks[:, k : k + 1]
-            warped0 = warp(features.frame0, flows0[:, 2 * k : 2 * k + 2], self._mps_safe)
-            warped1 = warp(features.frame1, flows1[:, 2 * k : 2 * k + 2], self._mps_safe)
+            flows = torch.cat([flows0[:, 2 * k : 2 * k + 2], flows1[:, 2 * k : 2 * k + 2]])
+            warped0, warped1 = warp(features.frames, flows, self._mps_safe).chunk(2)
             residual = residuals[:, 3 * k : 3 * k + 3]
             candidates[:, k] = weight * warped0 + (1 - weight) * warped1 + features.mean + residual
         del warped0, warped1, flows0, flows1, masks, residuals
