@@ -58,7 +58,7 @@ def run_engine(args: argparse.Namespace, checkpoint: Path, frames: torch.Tensor,
         precision=args.precision,
         correlation=args.correlation,
         scale_factor=args.scale,
-        autotune=True,
+        autotune=args.autotune,
     )
     plan = amt_vfi.multiplier_plan(frames.shape[0], multiplier)
     produced = 0
@@ -110,6 +110,7 @@ def one_case(args: argparse.Namespace) -> None:
         "case": args.case[0],
         "variant": args.variant,
         "precision": args.precision,
+        "autotune": args.autotune,
         "seconds": round(seconds, 4),
         "output_frames": produced,
         "new_frames": new_frames,
@@ -142,6 +143,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--naive", action="store_true", help="time the naive baseline instead of the engine")
     parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--autotune",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the CLI's process-wide switches: cuDNN autotuning, or on a CPU keeping freed memory for reuse",
+    )
     parser.add_argument("--checkpoint", help="stand-in weights are made when omitted")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -156,6 +163,7 @@ def main() -> None:
                 command += [f"--{flag}", str(getattr(args, flag))]
             command += ["--naive"] if args.naive else []
             command += [] if args.warmup else ["--no-warmup"]
+            command += [] if args.autotune else ["--no-autotune"]
             done = subprocess.run(command, capture_output=True, text=True)
             print(done.stdout.strip() or f'{{"case": "{case}", "error": {json.dumps(done.stderr[-400:])}}}', flush=True)
 

@@ -258,7 +258,9 @@ def test_offload_keeps_the_model_cached_and_the_next_engine_moves_it_back(
 _REFAULT_PROBE = """
 import resource, sys, torch
 from amt_vfi.engine.cpu_memory import keep_freed_memory
-kept = keep_freed_memory() if sys.argv[1] == "keep" else False
+kept = keep_freed_memory() if sys.argv[1] != "default" else False
+if sys.argv[1] == "keep-then-return":
+    kept = keep_freed_memory(False)
 def page_faults_of_layer_like_work():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     x = torch.ones(8 << 20)  # 32 MB
@@ -287,4 +289,24 @@ def test_keeping_freed_memory_stops_refaulting_large_blocks() -> None:
     assert kept == "True" and faults < 500  # freed blocks are reused as they are
     _, default_faults = probe("default")
     assert default_faults > 30_000  # 4 KB pages of fresh 32 MB blocks, faulted in again and again
+    kept, faults = probe("keep-then-return")
+    assert kept == "False" and faults > 30_000
     assert probe("keep", AMT_VFI_RETURN_FREED_MEMORY="1")[0] == "False"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_engines_owning_the_process_keep_freed_memory_up_to_1080p(
+    amt_s_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from amt_vfi.engine import cpu_memory, interpolator
+
+    engine = amt_vfi.Interpolator(amt_s_path, device="cpu", autotune=True)
+    frame = torch.rand(40, 56, 3)
+    try:
+        engine.interpolate_pair(frame, frame.flip(0), [0.5])
+        assert cpu_memory._state is True
+        monkeypatch.setattr(interpolator, "KEEP_FREED_MEMORY_PIXELS", 64 * 64)  # as if the frame were 4K
+        engine.interpolate_pair(frame, frame.flip(0), [0.5])
+        assert cpu_memory._state is False
+    finally:
+        cpu_memory.keep_freed_memory(False)

@@ -15,7 +15,7 @@ import torch
 from ..checkpoints import resolve_checkpoint
 from ..errors import AmtVfiError, InputError
 from ..network import AMT, CORRELATION_MODES, CorrelationMode, PairFeatures
-from .cpu_memory import keep_freed_memory
+from .cpu_memory import KEEP_FREED_MEMORY_PIXELS, keep_freed_memory
 from .devices import release_cached_memory, resolve_device, resolve_precision
 from .memory import correlation_budget, default_budget, with_memory_fallback
 from .model_cache import cached_model
@@ -53,7 +53,7 @@ class Interpolator:
     they fit in memory and pay off. `max_batch` bounds how many time
     steps of one pair are decoded together (default 8, fewer for large frames on a CPU). `autotune` is for callers
     that own the process: it turns on cuDNN autotuning on a GPU and, on a CPU, keeps freed memory in the
-    process for reuse (`keep_freed_memory`), both process-wide.
+    process for reuse for frames up to 1080p (`keep_freed_memory`), both process-wide.
     """
 
     def __init__(
@@ -82,8 +82,7 @@ class Interpolator:
             # A process-wide switch, so only for callers that own the process (the CLI): frame sizes
             # repeat, and tuned cuDNN kernels made a 1080p pair about 15% faster on an H200.
             torch.backends.cudnn.benchmark = True
-        if autotune and self.device.type == "cpu":
-            keep_freed_memory()
+        self._manage_cpu_memory = autotune and self.device.type == "cpu"
         if isinstance(model, AMT):
             self.model = model.to(device=self.device, dtype=self.dtype).eval()
         else:
@@ -181,6 +180,8 @@ class Interpolator:
         padding = padding_for(height, width, self.scale_factor)
         pair = (*self._to_network(frame0, padding), *self._to_network(frame1, padding))
         padded_h, padded_w = pair[0].shape[-2:]
+        if self._manage_cpu_memory:
+            keep_freed_memory(padded_h * padded_w <= KEEP_FREED_MEMORY_PIXELS)
         batch = self._batch_size(len(times), padded_h, padded_w)
         output, fitted = with_memory_fallback(
             lambda mode, size: self._decode_all(pair, times, padding, mode, size),
