@@ -96,7 +96,8 @@ def one_case(args: argparse.Namespace) -> None:
     runner = run_naive if args.naive else run_engine
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
     if args.warmup:
-        runner(args, checkpoint, frames[:2], 2)
+        # One pair with the case's multiplier, so every layer shape of the timed run has been seen once.
+        runner(args, checkpoint, frames[:2], multiplier)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
