@@ -12,9 +12,10 @@ def correlation_input() -> tuple:
         list(CORRELATION_MODES),
         {
             "default": "auto",
-            "tooltip": "auto: the all-pairs correlation volume while it fits in memory, else the on-demand "
-            "lookup (same result, far less memory, needed for 1440p/4K). Forcing all-pairs at high "
-            "resolution can run out of memory.",
+            "tooltip": "auto: precomputed correlation volumes for the levels where they fit in memory and "
+            "pay off, the on-demand lookup for the rest (same result, far less memory, needed for 1440p/4K). "
+            "all-pairs precomputes every level (the seed's way; can run out of memory at high resolution), "
+            "on-demand none.",
         },
     )
 
