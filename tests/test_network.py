@@ -9,7 +9,7 @@ import torch
 from conftest import DATA, load_golden
 
 from amt_vfi.checkpoints import standin_state_dict
-from amt_vfi.network import AMT, CHECKPOINT_VARIANTS, VARIANTS
+from amt_vfi.network import AMT, CHECKPOINT_VARIANTS, VARIANTS, correlation
 from amt_vfi.network.correlation import WindowCorrelation, build_correlation, volume_bytes
 
 MODES = ("all-pairs", "on-demand")
@@ -93,6 +93,15 @@ def test_every_volume_split_equals_brute_force(volume_levels: int) -> None:
     got = WindowCorrelation(fmap0, fmap1, volume_levels)(fwd, bwd)
     assert got.shape == (3, 392, 24, 20)
     assert (got - expected).abs().max() <= 1e-5
+
+
+def test_row_by_row_gathers_equal_strided_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    fmap0, fmap1, (fwd, bwd) = _random_features(5, batch=2)
+    fwd, bwd = fwd[:4], bwd[:4]
+    expected = [WindowCorrelation(fmap0, fmap1, levels)(fwd, bwd) for levels in (0, 2)]
+    monkeypatch.setattr(correlation, "STRIDED_GATHER_DEVICES", ())  # the path devices such as MPS take
+    for levels, want in zip((0, 2), expected, strict=True):
+        assert torch.equal(WindowCorrelation(fmap0, fmap1, levels)(fwd, bwd), want)
 
 
 def test_correlation_modes_agree_on_odd_sizes_and_batches() -> None:

@@ -32,6 +32,8 @@ RADIUS = 3
 WINDOW = 2 * RADIUS + 1
 SPAN = WINDOW + 1  # integer positions per window side
 CHANNELS_PER_DIRECTION = LEVELS * WINDOW * WINDOW
+# Devices whose index_select reads overlapping strided views in place (see _gather_runs).
+STRIDED_GATHER_DEVICES = ("cpu", "cuda")
 
 
 def _level_sizes(height: int, width: int) -> list[tuple[int, int]]:
@@ -79,6 +81,20 @@ def volume_levels(
             break
         chosen = count
     return chosen
+
+
+def _gather_runs(table: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+    """Runs of SPAN consecutive rows of `table` (rows x width) starting at `starts` -> n x SPAN x width.
+
+    On CPUs and CUDA one index per run reads an overlapping strided view; elsewhere (MPS may copy such a
+    view first) every row is indexed on its own.
+    """
+    rows, width = table.shape
+    if table.device.type in STRIDED_GATHER_DEVICES:
+        runs = table.as_strided((rows - SPAN + 1, SPAN * width), (width, 1))
+        return runs.index_select(0, starts).view(-1, SPAN, width)
+    offsets = torch.arange(SPAN, device=starts.device)
+    return table.index_select(0, (starts.unsqueeze(-1) + offsets).view(-1)).view(-1, SPAN, width)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -186,11 +202,10 @@ class WindowCorrelation:
         rows starting at `runs` (n x 8) -> n x 64."""
         dim = rows.shape[-1]
         chunk = self.CHUNK_PIXELS.get(rows.device.type, self.DEFAULT_CHUNK_PIXELS)
-        row_runs = rows.as_strided((rows.shape[0] - SPAN + 1, SPAN * dim), (dim, 1))
         dots = rows.new_empty(runs.shape[0], SPAN * SPAN)
         for start in range(0, runs.shape[0], chunk):
             stop = start + chunk
-            gathered = row_runs.index_select(0, runs[start:stop].reshape(-1)).view(-1, SPAN * SPAN, dim)
+            gathered = _gather_runs(rows, runs[start:stop].reshape(-1)).view(-1, SPAN * SPAN, dim)
             queries = self.sources.index_select(0, source_index[start:stop]).unsqueeze(1)
             # A batched dot product (not bmm: tiny matrix-vector products are 3x slower through BLAS).
             dots[start:stop] = torch.linalg.vecdot(gathered, queries)
@@ -223,8 +238,7 @@ class WindowCorrelation:
         area = group.heights * group.widths
         if group.precomputed:
             runs = runs + (group.starts + (sample * (self.h * self.w) + pixel) * area).unsqueeze(-2)
-            table = group.table.as_strided((group.table.numel() - SPAN + 1, SPAN), (1, 1))
-            values = table.index_select(0, runs.view(-1)).view(*runs.shape, SPAN).transpose(-1, -2)
+            values = _gather_runs(group.table.view(-1, 1), runs.view(-1)).view(*runs.shape, SPAN).transpose(-1, -2)
         else:
             runs = runs + (group.starts + sample * area).unsqueeze(-1)
             direction = torch.arange(2, device=centres.device).view(2, 1, 1)
