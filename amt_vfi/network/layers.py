@@ -76,10 +76,6 @@ def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def _pixel_to_normalized(coord: torch.Tensor, size: int) -> torch.Tensor:
-    return coord * (2.0 / (size - 1)) - 1.0
-
-
 def warp(image: torch.Tensor, flow: torch.Tensor, clamp_coordinates: bool = False) -> torch.Tensor:
     """Backward-warp `image` by `flow` (pixels; channel 0 = x) with edge replication outside the frame.
 
@@ -88,15 +84,14 @@ def warp(image: torch.Tensor, flow: torch.Tensor, clamp_coordinates: bool = Fals
     Sampling runs in float32: half precision cannot address pixels of a 4K frame exactly.
     """
     _, _, height, width = image.shape
-    flow = flow.float()
-    ys = torch.arange(height, device=flow.device, dtype=flow.dtype).view(1, height, 1)
-    xs = torch.arange(width, device=flow.device, dtype=flow.dtype).view(1, 1, width)
-    x = xs + flow[:, 0]
-    y = ys + flow[:, 1]
+    # grid_sample's units (align_corners=True): -1 and 1 are the centres of the first and last pixels.
+    xs = torch.linspace(-1.0, 1.0, width, device=flow.device)
+    ys = torch.linspace(-1.0, 1.0, height, device=flow.device)
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # H x W x (x, y)
+    units = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], device=flow.device)
+    grid = torch.addcmul(base, flow.float().permute(0, 2, 3, 1), units)
     if clamp_coordinates:
-        x = x.clamp(0, width - 1)
-        y = y.clamp(0, height - 1)
-    grid = torch.stack([_pixel_to_normalized(x, width), _pixel_to_normalized(y, height)], dim=-1)
+        grid = grid.clamp_(-1.0, 1.0)
     padding = "zeros" if clamp_coordinates else "border"
     warped = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode=padding, align_corners=True)
     return warped.to(image.dtype)

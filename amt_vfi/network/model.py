@@ -235,7 +235,7 @@ class AMT(nn.Module):
             flows = torch.cat([flows0[:, 2 * k : 2 * k + 2], flows1[:, 2 * k : 2 * k + 2]])
             warped0, warped1 = warp(features.frames, flows, self._mps_safe).chunk(2)
             residual = residuals[:, 3 * k : 3 * k + 3]
-            candidates[:, k] = weight * warped0 + (1 - weight) * warped1 + features.mean + residual
+            torch.lerp(warped1, warped0, weight, out=candidates[:, k]).add_(residual).add_(features.mean)
         del warped0, warped1, flows0, flows1, masks, residuals
         dtype = self.comb_block[0].weight.dtype
         stacked = candidates.view(batch, 3 * n, height, width).to(dtype)
