@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .layers import conv_prelu
@@ -35,7 +34,8 @@ class ContextPyramid(nn.Module):
 
 
 def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Per-sample, per-channel normalisation over H x W (biased variance, no parameters).
+    """Per-sample, per-channel normalisation over H x W (biased variance, no parameters), as a new tensor
+    (callers apply their ReLU in place).
 
     Written out rather than `F.instance_norm`, which hands channels-last input back as channels-first and
     is about twice as slow on it: the memory layout stays as it came.
@@ -76,8 +76,8 @@ class EncoderBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
         for index in range(1, self.layers + 1):
-            y = F.relu(instance_norm(getattr(self, f"conv{index}")(y)))
-        return F.relu(self.downsample(x) + y)
+            y = instance_norm(getattr(self, f"conv{index}")(y)).relu_()
+        return y.add_(self.downsample(x)).relu_()
 
 
 def residual_block(in_ch: int, out_ch: int, stride: int) -> EncoderBlock:
@@ -114,7 +114,7 @@ class CorrelationFeatureEncoder(nn.Module):
         self.conv2 = nn.Conv2d(width, out_dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(instance_norm(self.conv1(x)))
+        x = instance_norm(self.conv1(x)).relu_()
         for name in self.stage_names:
             x = getattr(self, name)(x)
         return self.conv2(x)
