@@ -310,3 +310,16 @@ def test_engines_owning_the_process_keep_freed_memory_up_to_1080p(
         assert cpu_memory._state is False
     finally:
         cpu_memory.keep_freed_memory(False)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_streams_keep_freed_memory_only_while_they_run(amt_s_path: Path) -> None:
+    from amt_vfi.engine import cpu_memory
+
+    engine = amt_vfi.Interpolator(amt_s_path, device="cpu")
+    frames = [torch.rand(40, 56, 3) for _ in range(3)]
+    during = [cpu_memory._state for _ in engine.run(iter(frames), amt_vfi.multiplier_plan(3, 2))]
+    assert during[-1] is True  # kept while the stream ran
+    assert cpu_memory._state is False  # and handed back at its end
+    engine.interpolate_pair(frames[0], frames[1], [0.5])
+    assert cpu_memory._state is False  # a single pair leaves the process alone

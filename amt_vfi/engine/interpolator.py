@@ -6,6 +6,7 @@ seed node does). Results come back on the CPU as float32 H x W x 3.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 from ..checkpoints import resolve_checkpoint
 from ..errors import AmtVfiError, InputError
 from ..network import AMT, CORRELATION_MODES, CorrelationMode, PairFeatures
-from .cpu_memory import KEEP_FREED_MEMORY_PIXELS, keep_freed_memory
+from .cpu_memory import KEEP_FREED_MEMORY_PIXELS, freed_memory_kept, keep_freed_memory
 from .devices import release_cached_memory, resolve_device, resolve_precision
 from .memory import correlation_budget, default_budget, with_memory_fallback
 from .model_cache import cached_model
@@ -53,7 +54,8 @@ class Interpolator:
     they fit in memory and pay off. `max_batch` bounds how many time
     steps of one pair are decoded together (default 8, fewer for large frames on a CPU). `autotune` is for callers
     that own the process: it turns on cuDNN autotuning on a GPU and, on a CPU, keeps freed memory in the
-    process for reuse for frames up to 1080p (`keep_freed_memory`), both process-wide.
+    process for reuse for frames up to 1080p (`keep_freed_memory`), both process-wide. Without it, `run`
+    keeps freed memory only while the stream runs.
     """
 
     def __init__(
@@ -82,7 +84,8 @@ class Interpolator:
             # A process-wide switch, so only for callers that own the process (the CLI): frame sizes
             # repeat, and tuned cuDNN kernels made a 1080p pair about 15% faster on an H200.
             torch.backends.cudnn.benchmark = True
-        self._manage_cpu_memory = autotune and self.device.type == "cpu"
+        self._owns_process = autotune
+        self._memory_scope: contextlib.ExitStack | None = None  # freed memory kept during a stream
         if isinstance(model, AMT):
             self.model = model.to(device=self.device, dtype=self.dtype).eval()
         else:
@@ -122,6 +125,18 @@ class Interpolator:
         per_step = (48 + 16 * self.model.spec.fields) * height * width * 4
         budget = min(self._budget(), CPU_BATCH_BYTES) if self.device.type == "cpu" else self._budget()
         return max(1, min(steps, self.max_batch, budget // per_step))
+
+    def _keep_freed_memory(self, padded_pixels: int) -> None:
+        """On a CPU, keep freed memory for reuse (see `cpu_memory`) for frames up to 1080p: for good when
+        this engine owns the process, else while a stream runs."""
+        if self.device.type != "cpu":
+            return
+        small = padded_pixels <= KEEP_FREED_MEMORY_PIXELS
+        if self._owns_process:
+            keep_freed_memory(small)
+        elif self._streaming and small and self._memory_scope is None:
+            self._memory_scope = contextlib.ExitStack()
+            self._memory_scope.enter_context(freed_memory_kept())
 
     # -- one pair -------------------------------------------------------------------------------
 
@@ -180,8 +195,7 @@ class Interpolator:
         padding = padding_for(height, width, self.scale_factor)
         pair = (*self._to_network(frame0, padding), *self._to_network(frame1, padding))
         padded_h, padded_w = pair[0].shape[-2:]
-        if self._manage_cpu_memory:
-            keep_freed_memory(padded_h * padded_w <= KEEP_FREED_MEMORY_PIXELS)
+        self._keep_freed_memory(padded_h * padded_w)
         batch = self._batch_size(len(times), padded_h, padded_w)
         output, fitted = with_memory_fallback(
             lambda mode, size: self._decode_all(pair, times, padding, mode, size),
@@ -227,6 +241,9 @@ class Interpolator:
         finally:
             self._streaming = False
             self._last_prepared = None
+            if self._memory_scope is not None:
+                self._memory_scope.close()
+                self._memory_scope = None
 
 
 def decode_in_batches(
