@@ -172,14 +172,15 @@ def test_failure_mid_run_leaves_no_partial_output(
     from amt_vfi.engine import Interpolator
 
     calls = []
+    launch_pair = Interpolator._launch_pair
 
     def interrupted(self, frame0, frame1, timesteps):
         calls.append(1)
         if len(calls) == 5:
             raise KeyboardInterrupt
-        return frame0[None, ..., :3].repeat(len(timesteps), 1, 1, 1)
+        return launch_pair(self, frame0, frame1, timesteps)
 
-    monkeypatch.setattr(Interpolator, "interpolate_pair", interrupted)
+    monkeypatch.setattr(Interpolator, "_launch_pair", interrupted)
     out = tmp_path / "out.mp4"
     assert main([str(clip24), "-o", str(out), "-q"]) == 130
     assert "interrupted; no output was written" in capsys.readouterr().err

@@ -67,12 +67,15 @@ def blend(monkeypatch: pytest.MonkeyPatch, pack: types.ModuleType) -> list[Simpl
     """Replace the network with a linear blend; record every pair call (first frame's value, times, model)."""
     calls: list[SimpleNamespace] = []
 
-    def fake_interpolate_pair(self, frame0, frame1, timesteps):
+    engine = pack.amt_vfi.engine.interpolator
+
+    def fake_launch_pair(self, frame0, frame1, timesteps):
         first = round(float(frame0[0, 0, 0]) * 100)
         calls.append(SimpleNamespace(first=first, times=list(timesteps), model=self.model))
-        return torch.stack([(1 - t) * frame0[..., :3] + t * frame1[..., :3] for t in timesteps]).float()
+        blended = torch.stack([(1 - t) * frame0[..., :3] + t * frame1[..., :3] for t in timesteps]).float()
+        return engine._PendingFrames.done(blended)
 
-    monkeypatch.setattr(pack.amt_vfi.engine.Interpolator, "interpolate_pair", fake_interpolate_pair)
+    monkeypatch.setattr(engine.Interpolator, "_launch_pair", fake_launch_pair)
     return calls
 
 

@@ -122,7 +122,9 @@ class _CountingFrames:
         return sum(ref() is not None for ref in self.refs)
 
 
-def test_streaming_holds_a_bounded_number_of_frames(engine: amt_vfi.Interpolator) -> None:
+@pytest.mark.parametrize("overlap", [False, True])
+def test_streaming_holds_a_bounded_number_of_frames(engine: amt_vfi.Interpolator, overlap: bool) -> None:
+    engine.overlap = overlap  # the GPU's way (the next pair queued before the last one is handed out)
     source = _CountingFrames(200, (16, 16))
     every_25th_pair = amt_vfi.skip_predicate(range(0, 199, 25), is_skip_list=False)
     stream = engine.run(source, amt_vfi.multiplier_plan(200, 2, every_25th_pair))
@@ -134,7 +136,27 @@ def test_streaming_holds_a_bounded_number_of_frames(engine: amt_vfi.Interpolator
         if produced % 7 == 0:  # a full garbage collection is slow; sample the count
             peak = max(peak, source.alive())
     assert produced == 200 + 8
-    assert peak <= 3
+    assert peak <= (5 if overlap else 3)  # overlapped: also the pair in flight and two originals behind it
+    engine.overlap = False
+
+
+def test_overlapped_streams_give_the_same_frames_in_the_same_order(engine: amt_vfi.Interpolator) -> None:
+    generator = torch.Generator().manual_seed(1)
+    scene = torch.rand(1, 3, 12, 16, generator=generator)
+    scene = torch.nn.functional.interpolate(scene, size=(48, 64), mode="bilinear")[0].permute(1, 2, 0)
+    frames = [scene, scene.roll(2, 1), 1 - scene, (1 - scene).roll(2, 1), scene.roll(4, 0)]
+    plans = [
+        amt_vfi.multiplier_plan(5, 3, amt_vfi.skip_predicate([2], is_skip_list=True)),
+        amt_vfi.schedule_plan(5, [2, 0, 3, 2]),
+    ]
+    for plan in plans:
+        outputs = []
+        for overlap in (False, True):
+            engine.overlap = overlap
+            outputs.append(list(engine.run(iter(frames), plan, is_cut=cut_detector())))
+        engine.overlap = False
+        assert len(outputs[0]) == len(outputs[1]) == len(plan)
+        assert all(torch.equal(a, b) for a, b in zip(*outputs, strict=True))
 
 
 def test_schedule_and_skip_plans_follow_the_seed_formulas() -> None:
@@ -180,15 +202,15 @@ def test_scene_cut_holds_frames_instead_of_blending(engine: amt_vfi.Interpolator
 def test_out_of_memory_falls_back_then_explains(amt_s_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = amt_vfi.Interpolator(amt_s_path, device="cpu", correlation="auto", max_batch=4)
     calls: list[tuple[int, str]] = []
-    real_decode_all = engine._decode_all
+    real_launch = engine._launch
 
     def flaky(pair, times, padding, mode, batch):
         calls.append((batch, mode))
         if len(calls) < 4:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_decode_all(pair, times, padding, mode, batch)
+        return real_launch(pair, times, padding, mode, batch)
 
-    monkeypatch.setattr(engine, "_decode_all", flaky)
+    monkeypatch.setattr(engine, "_launch", flaky)
     frame = torch.rand(64, 64, 3)
     output = engine.interpolate_pair(frame, frame.flip(1), [0.2, 0.4, 0.6, 0.8])
     assert output.shape == (4, 64, 64, 3)
@@ -197,7 +219,7 @@ def test_out_of_memory_falls_back_then_explains(amt_s_path: Path, monkeypatch: p
     def always_oom(*args):
         raise RuntimeError("CUDA error: out of memory")
 
-    monkeypatch.setattr(engine, "_decode_all", always_oom)
+    monkeypatch.setattr(engine, "_launch", always_oom)
     with pytest.raises(OutOfMemoryError, match="scale factor of 0.5"):
         engine.interpolate_pair(frame, frame, [0.5])
 

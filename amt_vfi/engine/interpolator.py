@@ -6,6 +6,7 @@ seed node does). Results come back on the CPU as float32 H x W x 3.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,6 +27,9 @@ from .plan import PlannedFrame
 CutPredicate = Callable[[torch.Tensor, torch.Tensor], bool]
 # Activations of the time steps decoded together on a CPU (see Interpolator._batch_size).
 CPU_BATCH_BYTES = 256 << 20
+# With `overlap`, groups of the plan waiting behind a pair still being computed (originals of skipped
+# pairs would otherwise pile up until the next interpolated pair).
+_MOST_QUEUED = 2
 
 
 def _check_frame(frame: torch.Tensor, name: str) -> None:
@@ -102,6 +106,9 @@ class Interpolator:
         self._streaming = False
         self.scale_factor = scale_factor
         self.max_batch = max_batch or 8
+        # Streams queue the next pair before handing out the last one's frames, so a GPU computes while
+        # the results come back and the caller consumes them; a CPU has nothing to overlap.
+        self.overlap = self.device.type == "cuda"
         self.memory_budget_bytes = memory_budget_bytes
 
     def offload(self) -> None:
@@ -147,16 +154,21 @@ class Interpolator:
         last = self._last_prepared
         if self._streaming and last is not None and last[0] is frame and last[1] == padding:
             return last[2], last[3]
-        image = frame[..., :3].to(self.device, torch.float32, non_blocking=True).permute(2, 0, 1).unsqueeze(0)
+        source = frame[..., :3]
+        if self.device.type == "cuda" and not source.is_cuda:
+            # From pinned memory the upload runs asynchronously, beside the work already queued.
+            source = torch.empty(source.shape, dtype=source.dtype, pin_memory=True).copy_(source)
+        image = source.to(self.device, torch.float32, non_blocking=True).permute(2, 0, 1).unsqueeze(0)
         finite = torch.isfinite(image).all()
         image = padding.apply(image)
         image = image.contiguous(memory_format=torch.channels_last) if self.channels_last else image
         self._last_prepared = (frame, padding, image, finite) if self._streaming else None
         return image, finite
 
-    def _decode_all(
+    def _launch(
         self, pair: tuple[torch.Tensor, ...], times: list[float], padding: Padding, mode: str, batch: int
-    ) -> torch.Tensor:
+    ) -> _PendingFrames:
+        """Queue the work of one pair: encoding, decoding and (from a GPU) the copy back, unsynchronised."""
         img0, finite0, img1, finite1 = pair
         with torch.inference_mode():
             features = self.model.encode(
@@ -167,23 +179,16 @@ class Interpolator:
                 correlation_budget_bytes=correlation_budget(self._budget()),
                 time_steps=len(times),
             )
-            results, output_finite = [], []
-            for _, frames in decode_in_batches(self._decode, features, times, batch, padding):
+            host, output_finite = None, []
+            for start, frames in decode_in_batches(self._decode, features, times, batch, padding):
                 frames = frames.permute(0, 2, 3, 1)
                 output_finite.append(torch.isfinite(frames).all())
-                results.append(_to_host(frames))
-        if not bool(finite0 & finite1):
-            raise InputError("a frame contains NaN or infinite pixel values; clean the frames before interpolating")
-        if not bool(torch.stack(output_finite).all()):
-            raise AmtVfiError("the network produced non-finite values; please report this with the input size")
-        return torch.cat(results)
+                if host is None:
+                    host = _host_buffer((len(times), *frames.shape[1:]), self.device)
+                host[start : start + frames.shape[0]].copy_(frames, non_blocking=self.device.type == "cuda")
+        return _PendingFrames(host, _ready_event(self.device), finite0 & finite1, torch.stack(output_finite).all())
 
-    def interpolate_pair(self, frame0: torch.Tensor, frame1: torch.Tensor, timesteps: Sequence[float]) -> torch.Tensor:
-        """Frames at `timesteps` (each in (0, 1)) between two H x W x C frames -> T x H x W x 3 on the CPU.
-
-        The pair is encoded once; on out-of-memory the time-step batch is halved, then the on-demand
-        correlation is used, before giving up with advice.
-        """
+    def _launch_pair(self, frame0: torch.Tensor, frame1: torch.Tensor, timesteps: Sequence[float]) -> _PendingFrames:
         _check_frame(frame0, "frame0")
         _check_frame(frame1, "frame1")
         if frame0.shape != frame1.shape:
@@ -191,14 +196,14 @@ class Interpolator:
         times = _check_times(timesteps)
         height, width = frame0.shape[:2]
         if not times:
-            return torch.empty(0, height, width, 3)
+            return _PendingFrames.done(torch.empty(0, height, width, 3))
         padding = padding_for(height, width, self.scale_factor)
         pair = (*self._to_network(frame0, padding), *self._to_network(frame1, padding))
         padded_h, padded_w = pair[0].shape[-2:]
         self._keep_freed_memory(padded_h * padded_w)
         batch = self._batch_size(len(times), padded_h, padded_w)
-        output, fitted = with_memory_fallback(
-            lambda mode, size: self._decode_all(pair, times, padding, mode, size),
+        pending, fitted = with_memory_fallback(
+            lambda mode, size: self._launch(pair, times, padding, mode, size),
             mode=self.correlation,
             batch=batch,
             device=self.device,
@@ -206,7 +211,15 @@ class Interpolator:
         )
         if fitted < batch:
             self.max_batch = fitted  # remembered, so later pairs do not run out of memory first
-        return output
+        return pending
+
+    def interpolate_pair(self, frame0: torch.Tensor, frame1: torch.Tensor, timesteps: Sequence[float]) -> torch.Tensor:
+        """Frames at `timesteps` (each in (0, 1)) between two H x W x C frames -> T x H x W x 3 on the CPU.
+
+        The pair is encoded once; on out-of-memory the time-step batch is halved, then the on-demand
+        correlation is used, before giving up with advice.
+        """
+        return self._launch_pair(frame0, frame1, timesteps).result()
 
     # -- streams --------------------------------------------------------------------------------
 
@@ -218,26 +231,36 @@ class Interpolator:
     ) -> Iterator[torch.Tensor]:
         """Yield the planned output frames in order while reading `frames` lazily.
 
-        Only the current pair is held, so memory does not grow with the length of the stream. Originals
+        Only the current pair is held (with `overlap`, also the one before it, whose frames are still on
+        their way back), so memory does not grow with the length of the stream. Originals
         come back bit-identical (first three channels). Across a pair that `is_cut` flags, nothing is
         blended: in-between times before 0.5 hold the first frame, later ones the second.
         """
         window = _FrameWindow(iter(frames))
         self._streaming = True
+        waiting: collections.deque[_PendingFrames] = collections.deque()
         try:
             for (source, original), group in itertools.groupby(plan, key=lambda p: (p.source, p.is_original)):
                 items = list(group)
                 if original:
-                    frame = window.get(source)
-                    for _ in items:
-                        yield frame[..., :3].to("cpu", torch.float32)
-                    continue
-                frame0, frame1 = window.get(source), window.get(source + 1)
-                if is_cut is not None and is_cut(frame0, frame1):
-                    for item in items:
-                        yield (frame0 if item.time < 0.5 else frame1)[..., :3].to("cpu", torch.float32)
-                    continue
-                yield from self.interpolate_pair(frame0, frame1, [item.time for item in items])
+                    frame = window.get(source)[..., :3].to("cpu", torch.float32)
+                    waiting.append(_PendingFrames.done([frame] * len(items)))
+                else:
+                    frame0, frame1 = window.get(source), window.get(source + 1)
+                    if is_cut is not None and is_cut(frame0, frame1):
+                        nearest = [frame0 if item.time < 0.5 else frame1 for item in items]
+                        waiting.append(_PendingFrames.done([f[..., :3].to("cpu", torch.float32) for f in nearest]))
+                    else:
+                        pending = self._launch_pair(frame0, frame1, [item.time for item in items])
+                        # Everything before this pair is handed out while the device works on it.
+                        while waiting:
+                            yield from waiting.popleft().result()
+                        waiting.append(pending)
+                if not self.overlap or len(waiting) > _MOST_QUEUED:
+                    while waiting:
+                        yield from waiting.popleft().result()
+            while waiting:
+                yield from waiting.popleft().result()
         finally:
             self._streaming = False
             self._last_prepared = None
@@ -261,12 +284,49 @@ def decode_in_batches(
         yield start, padding.crop(decode(features, embt))
 
 
-def _to_host(frames: torch.Tensor) -> torch.Tensor:
-    """float32 copy on the CPU; from a GPU through pinned memory, which copies several times faster."""
-    if frames.device.type != "cuda":
-        return frames.to("cpu", torch.float32)
-    host = torch.empty(frames.shape, dtype=torch.float32, pin_memory=True)
-    return host.copy_(frames)
+def _host_buffer(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Where results land on the CPU: pinned memory for a GPU, which copies into it several times faster
+    and asynchronously."""
+    return torch.empty(shape, dtype=torch.float32, pin_memory=device.type == "cuda")
+
+
+def _ready_event(device: torch.device) -> torch.cuda.Event | None:
+    """An event marking the end of the work queued so far on a GPU (None elsewhere: work is synchronous)."""
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event()
+    event.record()
+    return event
+
+
+class _PendingFrames:
+    """The output frames of one group of the plan, possibly still being computed (and copied back)."""
+
+    def __init__(
+        self,
+        frames: torch.Tensor | list[torch.Tensor],
+        ready: torch.cuda.Event | None = None,
+        inputs_finite: torch.Tensor | None = None,
+        outputs_finite: torch.Tensor | None = None,
+    ) -> None:
+        self.frames = frames
+        self.ready = ready
+        self.inputs_finite = inputs_finite
+        self.outputs_finite = outputs_finite
+
+    @classmethod
+    def done(cls, frames: torch.Tensor | list[torch.Tensor]) -> _PendingFrames:
+        return cls(frames)
+
+    def result(self) -> torch.Tensor | list[torch.Tensor]:
+        """The frames, once the device is done with them; the deferred finiteness checks raise here."""
+        if self.ready is not None:
+            self.ready.synchronize()
+        if self.inputs_finite is not None and not bool(self.inputs_finite):
+            raise InputError("a frame contains NaN or infinite pixel values; clean the frames before interpolating")
+        if self.outputs_finite is not None and not bool(self.outputs_finite):
+            raise AmtVfiError("the network produced non-finite values; please report this with the input size")
+        return self.frames
 
 
 class _FrameWindow:
