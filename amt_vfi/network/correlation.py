@@ -10,7 +10,8 @@ All 49 positions of a window share one fractional part, so a level needs the cor
 also carry the zero padding). Those 64 values come either from a precomputed volume (one row per source
 pixel: (h*w)^2 values at level 0, a sixteenth of that at level 1, ...) or from dot products with the
 pooled feature map computed as needed. Pooling the volume equals correlating with the pooled map, so
-both are exact; a level keeps a volume when memory allows, coarsest levels first, since they are cheap.
+both are exact; a level keeps a volume when memory allows and it pays off, coarsest levels first, since
+they are cheap.
 
 Queries may carry several time steps of one feature batch: a query batch of N = T * B rows, row
 t * B + b asking about feature sample b.
@@ -105,7 +106,7 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 @dataclass
 class _LevelGroup:
     """Levels looked up together: their sizes as (G x 1 x 1 x 1) tensors and where each level and
-    direction starts in the group's flat `values` (volumes) or row table (pooled target features)."""
+    direction starts in the group's table of volumes (flat) or of pooled target features (rows)."""
 
     levels: list[int]
     heights: torch.Tensor
@@ -148,40 +149,51 @@ class WindowCorrelation:
             for levels in pooled:
                 levels.append(F.avg_pool2d(levels[-1], 2, stride=2))
         split = LEVELS - volume_levels
-        self.groups = [
-            group
-            for group in (
-                self._group(list(range(split)), pooled, None, device),
-                self._group(list(range(split, LEVELS)), pooled, (scaled, volume_dtype), device),
-            )
-            if group is not None
-        ]
+        on_demand, precomputed = list(range(split)), list(range(split, LEVELS))
+        self.groups = []
+        if on_demand:
+            self.groups.append(self._group(on_demand, pooled, self._row_table(on_demand, pooled), False))
+        if precomputed:
+            table = self._volume_table(precomputed, pooled, scaled, volume_dtype)
+            self.groups.append(self._group(precomputed, pooled, table, True))
         self.span = torch.arange(-RADIUS, RADIUS + 2, device=device)
 
-    def _group(self, levels: list[int], pooled, volumes, device: torch.device) -> _LevelGroup | None:
-        if not levels:
-            return None
-        sizes = [tuple(pooled[0][level].shape[-2:]) for level in levels]
+    @staticmethod
+    def _row_table(levels: list[int], pooled: list[list[torch.Tensor]]) -> tuple[torch.Tensor, list[int]]:
+        """The pooled target features of `levels` (both directions) as one row table, and each part's length."""
+        parts = [_rows(pooled[d][level]) for level in levels for d in (0, 1)]
+        margin = parts[0].new_zeros(SPAN, parts[0].shape[1])
+        return torch.cat([margin, *parts, margin]), [part.shape[0] for part in parts]
+
+    def _volume_table(
+        self, levels: list[int], pooled: list[list[torch.Tensor]], scaled: list[torch.Tensor], dtype: torch.dtype
+    ) -> tuple[torch.Tensor, list[int]]:
+        """The volumes of `levels` (both directions) in one flat table, and each volume's length."""
         pixels = self.h * self.w
-        if volumes is None:
-            parts = [_rows(pooled[d][level]) for level in levels for d in (0, 1)]
-            lengths = [part.shape[0] for part in parts]
-            margin = parts[0].new_zeros(SPAN, parts[0].shape[1])
-            table = torch.cat([margin, *parts, margin])
-        else:
-            scaled, dtype = volumes
-            lengths = [self.batch * pixels * lh * lw for lh, lw in sizes for _ in (0, 1)]
-            table = torch.empty(sum(lengths) + 2 * SPAN, dtype=dtype, device=device)
-            table[:SPAN] = 0
-            table[-SPAN:] = 0
-            offset = SPAN
-            for level in levels:
-                for d in (0, 1):
-                    target = pooled[d][level].to(dtype).flatten(2)
-                    rows = scaled[d].to(dtype).flatten(2).transpose(1, 2)
-                    size = rows.shape[0] * rows.shape[1] * target.shape[-1]
-                    torch.bmm(rows, target, out=table[offset : offset + size].view(self.batch, pixels, -1))
-                    offset += size
+        lengths = [self.batch * pixels * pooled[0][level].shape[-2:].numel() for level in levels for _ in (0, 1)]
+        table = torch.empty(sum(lengths) + 2 * SPAN, dtype=dtype, device=scaled[0].device)
+        table[:SPAN] = 0
+        table[-SPAN:] = 0
+        offset = SPAN
+        for level in levels:
+            for d in (0, 1):
+                rows = scaled[d].to(dtype).flatten(2).transpose(1, 2)
+                target = pooled[d][level].to(dtype).flatten(2)
+                size = rows.shape[0] * rows.shape[1] * target.shape[-1]
+                torch.bmm(rows, target, out=table[offset : offset + size].view(self.batch, pixels, -1))
+                offset += size
+        return table, lengths
+
+    @staticmethod
+    def _group(
+        levels: list[int],
+        pooled: list[list[torch.Tensor]],
+        table_and_lengths: tuple[torch.Tensor, list[int]],
+        precomputed: bool,
+    ) -> _LevelGroup:
+        table, lengths = table_and_lengths
+        device = table.device
+        sizes = [tuple(pooled[0][level].shape[-2:]) for level in levels]
         starts = torch.tensor([SPAN, *lengths[:-1]], device=device).cumsum(0)
 
         def column(values: list[float], dtype: torch.dtype) -> torch.Tensor:
@@ -194,7 +206,7 @@ class WindowCorrelation:
             scales=column([0.5**level for level in levels], torch.float32),
             starts=starts.view(len(levels), 2, 1, 1),
             table=table,
-            precomputed=volumes is not None,
+            precomputed=precomputed,
         )
 
     def _dots(self, rows: torch.Tensor, source_index: torch.Tensor, runs: torch.Tensor) -> torch.Tensor:
