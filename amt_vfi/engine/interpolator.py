@@ -59,7 +59,8 @@ class Interpolator:
     steps of one pair are decoded together (default 8, fewer for large frames on a CPU). `autotune` is for callers
     that own the process: it turns on cuDNN autotuning on a GPU and, on a CPU, keeps freed memory in the
     process for reuse for frames up to 1080p (`keep_freed_memory`), both process-wide. Without it, `run`
-    keeps freed memory only while the stream runs.
+    keeps freed memory only while the stream runs. The attribute `overlap` (on for CUDA) lets `run` queue
+    the next pair before handing out the frames of the last one.
     """
 
     def __init__(
