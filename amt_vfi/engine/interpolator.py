@@ -55,12 +55,12 @@ class Interpolator:
     'gopro_amt-s', looked up and downloaded as `resolve_checkpoint` does). `scale_factor` < 1 runs the
     network at reduced resolution (faster, less detail: 0.5 suits 4K). `correlation` forces the
     all-pairs volumes or the on-demand lookup; 'auto' precomputes the volumes of the coarse levels where
-    they fit in memory and pay off. `max_batch` bounds how many time
-    steps of one pair are decoded together (default 8, fewer for large frames on a CPU). `autotune` is for callers
-    that own the process: it turns on cuDNN autotuning on a GPU and, on a CPU, keeps freed memory in the
-    process for reuse for frames up to 1080p (`keep_freed_memory`), both process-wide. Without it, `run`
-    keeps freed memory only while the stream runs. The attribute `overlap` (on for CUDA) lets `run` queue
-    the next pair before handing out the frames of the last one.
+    they fit in memory and pay off. `max_batch` bounds how many time steps of one pair are decoded
+    together (default 8, fewer for large frames on a CPU). `autotune` is for callers that own the
+    process: it turns on cuDNN autotuning on a GPU and, on a CPU, keeps freed memory in the process for
+    reuse for frames up to 1080p (`keep_freed_memory`), both process-wide. Without it, `run` keeps freed
+    memory only while the stream runs. The attribute `overlap` (on for CUDA) lets `run` queue the next
+    pair before handing out the frames of the last one.
     """
 
     def __init__(
@@ -190,6 +190,8 @@ class Interpolator:
         return _PendingFrames(host, _ready_event(self.device), finite0 & finite1, torch.stack(output_finite).all())
 
     def _launch_pair(self, frame0: torch.Tensor, frame1: torch.Tensor, timesteps: Sequence[float]) -> _PendingFrames:
+        """Check a pair and queue its work, halving the batch and then dropping the precomputed correlation
+        on out-of-memory."""
         _check_frame(frame0, "frame0")
         _check_frame(frame1, "frame1")
         if frame0.shape != frame1.shape:
