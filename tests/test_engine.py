@@ -338,6 +338,7 @@ def test_engines_owning_the_process_keep_freed_memory_up_to_1080p(
 def test_streams_keep_freed_memory_only_while_they_run(amt_s_path: Path) -> None:
     from amt_vfi.engine import cpu_memory
 
+    cpu_memory.keep_freed_memory(False)  # whatever earlier tests in this process asked for (the CLI's)
     engine = amt_vfi.Interpolator(amt_s_path, device="cpu")
     frames = [torch.rand(40, 56, 3) for _ in range(3)]
     during = [cpu_memory._state for _ in engine.run(iter(frames), amt_vfi.multiplier_plan(3, 2))]
