@@ -108,6 +108,25 @@ def test_no_blending_across_a_hard_cut(tmp_path: Path) -> None:
     assert not np.array_equal(np.asarray(Image.open(sorted(blended.iterdir())[5])), scene_b[0])
 
 
+def test_dedup_turns_repeated_frames_into_motion(tmp_path: Path, capsys) -> None:
+    distinct = [pattern(i, 96, 64) for i in range(4)]
+    source = _folder(tmp_path / "in", [picture for picture in distinct for _ in range(2)])  # on twos
+    plain, dedup = tmp_path / "plain", tmp_path / "dedup"
+    assert main([str(source), "-o", str(plain), "-q"]) == 0
+    assert main([str(source), "-o", str(dedup), "-q", "--dedup"]) == 0
+    plain_frames = [np.asarray(Image.open(p)) for p in sorted(plain.iterdir())]
+    dedup_frames = [np.asarray(Image.open(p)) for p in sorted(dedup.iterdir())]
+    assert len(plain_frames) == len(dedup_frames) == 15
+    # Output frame 2 is input frame 1, a repeat of frame 0: kept as is it stutters, with --dedup it is
+    # the frame halfway to the next distinct picture.
+    assert np.array_equal(plain_frames[2], distinct[0])
+    assert psnr(dedup_frames[2], distinct[0]) < 40
+    assert np.array_equal(dedup_frames[4], distinct[1])  # distinct frames stay originals
+    with pytest.raises(SystemExit):
+        main([str(source), "-o", str(tmp_path / "ray"), "--dedup", "--ray"])
+    assert "--dedup works on one clip in one process" in capsys.readouterr().err
+
+
 def _fails(argv: list[str], capsys, *needles: str) -> str:
     assert main(argv) != 0
     err = capsys.readouterr().err

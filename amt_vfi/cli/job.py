@@ -15,7 +15,17 @@ import numpy as np
 import torch
 
 from ..checkpoints import resolve_checkpoint
-from ..engine import DEFAULT_CUT_THRESHOLD, Interpolator, PlannedFrame, cut_detector, multiplier_plan, retime_plan
+from ..engine import (
+    DEFAULT_CUT_THRESHOLD,
+    Interpolator,
+    PlannedFrame,
+    cut_detector,
+    distinct_frames,
+    multiplier_plan,
+    resample_plan,
+    retime_plan,
+    retime_positions,
+)
 from ..errors import InputError
 from ..media import DEFAULT_CODEC, FrameSink, FrameSource, open_sink, open_source
 from ..media.atomic import check_destination
@@ -32,12 +42,22 @@ class Timing:
     def output_fps(self, input_fps: Fraction) -> Fraction:
         return Fraction(input_fps) * self.multiplier if self.multiplier else Fraction(self.fps)
 
-    def plan(self, frame_count: int, input_fps: Fraction) -> list[PlannedFrame]:
+    def plan(self, frame_count: int, input_fps: Fraction, keyframes: Sequence[int] | None = None) -> list[PlannedFrame]:
         """A multiplier keeps every original at every N-th position ((frames - 1) * N + 1 frames); a
-        target rate places output frames over the input's whole duration, each at its exact time."""
+        target rate places output frames over the input's whole duration, each at its exact time.
+
+        With `keyframes` (the frames that are not repeats) the same output times are interpolated between
+        keyframes only, so repeated frames become motion instead of stutter; plan sources then index the
+        keyframes."""
+        if keyframes is None:
+            if self.multiplier:
+                return multiplier_plan(frame_count, self.multiplier)
+            return retime_plan(frame_count, Fraction(input_fps), self.output_fps(input_fps))
         if self.multiplier:
-            return multiplier_plan(frame_count, self.multiplier)
-        return retime_plan(frame_count, Fraction(input_fps), self.output_fps(input_fps))
+            positions = [Fraction(j, self.multiplier) for j in range((frame_count - 1) * self.multiplier + 1)]
+        else:
+            positions = retime_positions(frame_count, Fraction(input_fps), self.output_fps(input_fps))
+        return resample_plan(keyframes, positions)
 
 
 @dataclass(frozen=True)
@@ -57,6 +77,7 @@ class JobSettings:
     scale: float = 1.0
     input_fps: Fraction | None = None
     scene_threshold: float | None = DEFAULT_CUT_THRESHOLD
+    dedup_threshold: float | None = None
     crf: int = 18
     codec: str = DEFAULT_CODEC
 
@@ -157,11 +178,24 @@ class JobReport:
     output: Path
 
 
-def plan_for(source: FrameSource, timing: Timing) -> tuple[int, list[PlannedFrame]]:
+def plan_for(
+    source: FrameSource, timing: Timing, keyframes: Sequence[int] | None = None
+) -> tuple[int, list[PlannedFrame]]:
     if source.info.variable_frame_rate:
         raise InputError(
             f"{source.path} has a variable frame rate, which this tool does not retime; convert it to a "
             "constant rate first (e.g. ffmpeg -i IN -fps_mode cfr OUT)"
         )
     count = source.count_frames()
-    return count, timing.plan(count, source.info.fps)
+    return count, timing.plan(count, source.info.fps, keyframes)
+
+
+def keyframes_of(source: FrameSource, threshold: float) -> list[int]:
+    """The frames that are not repeats of the one before (a pass over the whole input)."""
+    return distinct_frames((to_tensor(frame) for frame in source.frames()), threshold)
+
+
+def only(frames: Iterator[np.ndarray], indices: Sequence[int]) -> Iterator[np.ndarray]:
+    """The frames at `indices` (increasing) of a stream."""
+    wanted = set(indices)
+    return (frame for index, frame in enumerate(frames) if index in wanted)

@@ -9,10 +9,10 @@ from fractions import Fraction
 from pathlib import Path
 
 from .. import __version__
-from ..engine import DEFAULT_CUT_THRESHOLD, PRECISION_CHOICES
+from ..engine import DEFAULT_CUT_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, PRECISION_CHOICES
 from ..errors import AmtVfiError
 from ..network import CHECKPOINT_VARIANTS, CORRELATION_MODES
-from .job import JobReport, JobSettings, Timing, check_output, plan_for, render
+from .job import JobReport, JobSettings, Timing, check_output, keyframes_of, only, plan_for, render
 
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
 EXAMPLES = """examples:
@@ -91,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"cut detection sensitivity, 0..1; lower finds more cuts (default {DEFAULT_CUT_THRESHOLD})",
     )
     media.add_argument("--no-scene-detect", action="store_true", help="interpolate across scene cuts too")
+    media.add_argument(
+        "--dedup",
+        type=float,
+        nargs="?",
+        const=DEFAULT_DUPLICATE_THRESHOLD,
+        metavar="THRESHOLD",
+        help="leave out repeated frames (animation on twos, padded frame rates) and interpolate over them; "
+        "THRESHOLD is the mean luma difference, 0..1, below which frames repeat "
+        f"(default {DEFAULT_DUPLICATE_THRESHOLD})",
+    )
     media.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     media.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     _add_scale_out(parser)
@@ -152,6 +162,7 @@ def settings_from_args(args: argparse.Namespace) -> JobSettings:
         scale=args.scale,
         input_fps=args.input_fps,
         scene_threshold=None if args.no_scene_detect else args.scene_threshold,
+        dedup_threshold=args.dedup,
         crf=args.crf,
         codec=args.codec,
     )
@@ -165,13 +176,13 @@ def run(args: argparse.Namespace, input_path: Path) -> JobReport:
     settings = settings_from_args(args)
     check_output(input_path, args.output, args.overwrite)
     with settings.open_source(input_path) as source:
-        count, plan = plan_for(source, settings.timing)
+        keyframes = None if settings.dedup_threshold is None else keyframes_of(source, settings.dedup_threshold)
+        count, plan = plan_for(source, settings.timing, keyframes)
+        frames = source.frames() if keyframes is None else only(source.frames(), keyframes)
         engine = settings.engine()
         sink = settings.open_output(args.output, source, overwrite=args.overwrite)
         with sink, tqdm(total=len(plan), unit="frame", disable=args.quiet, dynamic_ncols=True) as bar:
-            written = render(
-                engine, source.frames(), plan, sink, scene_threshold=settings.scene_threshold, on_frame=bar.update
-            )
+            written = render(engine, frames, plan, sink, scene_threshold=settings.scene_threshold, on_frame=bar.update)
     output_fps = settings.timing.output_fps(source.info.fps)
     return JobReport(count, written, output_fps, time.perf_counter() - start, args.output)
 
@@ -188,6 +199,8 @@ def _uses_ray(args: argparse.Namespace, input_path: Path, parser: argparse.Argum
     from ..distributed import is_batch
 
     if args.ray is not None or is_batch(input_path):
+        if args.dedup is not None:
+            parser.error("--dedup works on one clip in one process; leave out --ray (and give one clip)")
         return True
     if args.workers is not None or args.chunk_frames is not None:
         parser.error("--workers and --chunk-frames apply to Ray jobs; add --ray")

@@ -4,24 +4,44 @@ from .devices import PRECISION_CHOICES, resolve_device, resolve_precision
 from .interpolator import Interpolator, frames_in_order
 from .model_cache import cached_model, release_models
 from .padding import padding_for
-from .plan import PlannedFrame, multiplier_plan, retime_plan, schedule_plan, skip_predicate
-from .scene import DEFAULT_CUT_THRESHOLD, cut_detector, cut_score
+from .plan import (
+    PlannedFrame,
+    multiplier_plan,
+    resample_plan,
+    retime_plan,
+    retime_positions,
+    schedule_plan,
+    skip_predicate,
+)
+from .scene import (
+    DEFAULT_CUT_THRESHOLD,
+    DEFAULT_DUPLICATE_THRESHOLD,
+    cut_detector,
+    cut_score,
+    distinct_frames,
+    duplicate_score,
+)
 
 __all__ = [
     "DEFAULT_CUT_THRESHOLD",
+    "DEFAULT_DUPLICATE_THRESHOLD",
     "Interpolator",
     "PRECISION_CHOICES",
     "PlannedFrame",
     "cached_model",
     "cut_detector",
     "cut_score",
+    "distinct_frames",
+    "duplicate_score",
     "frames_in_order",
     "multiplier_plan",
     "padding_for",
     "release_models",
     "resolve_device",
     "resolve_precision",
+    "resample_plan",
     "retime_plan",
+    "retime_positions",
     "schedule_plan",
     "skip_predicate",
 ]

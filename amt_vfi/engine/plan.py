@@ -6,8 +6,9 @@ the input streams past, holding only the current pair of frames.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -74,6 +75,30 @@ def schedule_plan(
     return plan
 
 
+def resample_plan(keyframes: Sequence[int], positions: Iterable[Fraction]) -> list[PlannedFrame]:
+    """Output frames at input positions (in input frames) between the input frames `keyframes`.
+
+    Sources in the plan index `keyframes` (the frames the engine is given). A position on a keyframe is
+    that original; one between keyframes a and b is the frame at (position - a) / (b - a) of that pair,
+    so frames left out of `keyframes` are interpolated; positions past the last keyframe hold it.
+    """
+    if len(keyframes) < 2 or any(b <= a for a, b in itertools.pairwise(keyframes)):
+        raise InputError(f"keyframes must be at least 2 increasing frame indices, got {list(keyframes)[:8]}")
+    plan = []
+    pair = 0
+    for position in positions:
+        while pair < len(keyframes) - 2 and position >= keyframes[pair + 1]:
+            pair += 1
+        first, second = keyframes[pair], keyframes[pair + 1]
+        if position >= keyframes[-1]:
+            plan.append(PlannedFrame(len(keyframes) - 1))
+        elif position <= first:
+            plan.append(PlannedFrame(pair))
+        else:
+            plan.append(PlannedFrame(pair, float(Fraction(position - first) / (second - first))))
+    return plan
+
+
 def retime_plan(frame_count: int, source_fps: Fraction, target_fps: Fraction) -> list[PlannedFrame]:
     """Output frames at the target rate over the input's duration (frame_count / source_fps).
 
@@ -81,19 +106,16 @@ def retime_plan(frame_count: int, source_fps: Fraction, target_fps: Fraction) ->
     that original, and positions past the last frame hold it.
     """
     _check_frame_count(frame_count)
+    return resample_plan(range(frame_count), retime_positions(frame_count, source_fps, target_fps))
+
+
+def retime_positions(frame_count: int, source_fps: Fraction, target_fps: Fraction) -> list[Fraction]:
+    """The input positions of the output frames at the target rate (see `retime_plan`)."""
     if source_fps <= 0 or target_fps <= 0:
         raise InputError(f"frame rates must be positive, got {source_fps} -> {target_fps}")
     ratio = Fraction(source_fps) / Fraction(target_fps)
     output_count = max(1, math.floor(frame_count / ratio + Fraction(1, 2)))
-    plan = []
-    for k in range(output_count):
-        position = k * ratio
-        source = math.floor(position)
-        if source >= frame_count - 1:
-            plan.append(PlannedFrame(frame_count - 1))
-        else:
-            plan.append(PlannedFrame(source, float(position - source)))
-    return plan
+    return [k * ratio for k in range(output_count)]
 
 
 def skip_predicate(indices: Sequence[int], is_skip_list: bool) -> SkipPredicate:
