@@ -15,6 +15,7 @@ from PIL import Image
 
 from amt_vfi.checkpoints import store
 from amt_vfi.cli import main
+from amt_vfi.engine import DEFAULT_DUPLICATE_THRESHOLD
 
 
 def _decode(path: Path) -> tuple[list[np.ndarray], list[int], Fraction]:
@@ -125,6 +126,24 @@ def test_dedup_turns_repeated_frames_into_motion(tmp_path: Path, capsys) -> None
     with pytest.raises(SystemExit):
         main([str(source), "-o", str(tmp_path / "ray"), "--dedup", "--ray"])
     assert "--dedup works on one clip in one process" in capsys.readouterr().err
+
+
+def test_dedup_finds_the_repeats_of_an_h264_clip_on_twos(tmp_path: Path) -> None:
+    from amt_vfi.cli.job import keyframes_of
+    from amt_vfi.media import open_source
+
+    clip = tmp_path / "twos.mp4"
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for index in range(24):
+            frame = av.VideoFrame.from_ndarray(pattern(index // 2, 320, 240), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with open_source(clip) as source:
+        assert keyframes_of(source, DEFAULT_DUPLICATE_THRESHOLD) == [*range(0, 24, 2), 23]
 
 
 def _fails(argv: list[str], capsys, *needles: str) -> str:
