@@ -195,7 +195,7 @@ def keyframes_of(source: FrameSource, threshold: float) -> list[int]:
     return distinct_frames((to_tensor(frame) for frame in source.frames()), threshold)
 
 
-def only(frames: Iterator[np.ndarray], indices: Sequence[int]) -> Iterator[np.ndarray]:
+def frames_at(frames: Iterator[np.ndarray], indices: Sequence[int]) -> Iterator[np.ndarray]:
     """The frames at `indices` (increasing) of a stream."""
     wanted = set(indices)
     return (frame for index, frame in enumerate(frames) if index in wanted)

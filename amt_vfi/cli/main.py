@@ -12,7 +12,7 @@ from .. import __version__
 from ..engine import DEFAULT_CUT_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, PRECISION_CHOICES
 from ..errors import AmtVfiError
 from ..network import CHECKPOINT_VARIANTS, CORRELATION_MODES
-from .job import JobReport, JobSettings, Timing, check_output, keyframes_of, only, plan_for, render
+from .job import JobReport, JobSettings, Timing, check_output, frames_at, keyframes_of, plan_for, render
 
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
 EXAMPLES = """examples:
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace, input_path: Path) -> JobReport:
     with settings.open_source(input_path) as source:
         keyframes = None if settings.dedup_threshold is None else keyframes_of(source, settings.dedup_threshold)
         count, plan = plan_for(source, settings.timing, keyframes)
-        frames = source.frames() if keyframes is None else only(source.frames(), keyframes)
+        frames = source.frames() if keyframes is None else frames_at(source.frames(), keyframes)
         engine = settings.engine()
         sink = settings.open_output(args.output, source, overwrite=args.overwrite)
         with sink, tqdm(total=len(plan), unit="frame", disable=args.quiet, dynamic_ncols=True) as bar:
