@@ -27,10 +27,10 @@ from torch import nn
 from ..checkpoints import load_model
 from ..engine.devices import PRECISION_CHOICES, resolve_precision
 from ..engine.interpolator import decode_in_batches
-from ..engine.memory import correlation_budget, default_budget, with_memory_fallback
+from ..engine.memory import check_correlation, correlation_budget, default_budget, with_memory_fallback
 from ..engine.padding import alignment_for, padding_for
 from ..errors import InputError
-from ..network import AMT, CORRELATION_MODES
+from ..network import AMT
 from . import host, models
 from .inputs import correlation_input, scale_factor_input
 
@@ -59,8 +59,7 @@ class AMTFrameInterpolationModel(nn.Module):
 
     def __init__(self, amt: AMT, correlation: str = "auto", scale_factor: float = 1.0, max_batch: int = 8) -> None:
         super().__init__()
-        if correlation not in CORRELATION_MODES:
-            raise InputError(f"correlation must be one of {', '.join(CORRELATION_MODES)}, not {correlation!r}")
+        check_correlation(correlation)
         alignment_for(scale_factor)
         self.amt = amt
         self.correlation = correlation

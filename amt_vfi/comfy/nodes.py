@@ -8,12 +8,14 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 
 from ..engine import Interpolator, PlannedFrame, frames_in_order, multiplier_plan, schedule_plan, skip_predicate
 from ..engine.devices import PRECISION_CHOICES
+from ..engine.padding import alignment_for
+from ..engine.plan import SkipPredicate
 from ..errors import InputError
 from . import host, models
 from .inputs import SCALE_FACTORS_HINT, correlation_input, scale_factor_input
@@ -22,9 +24,6 @@ from .native import AMTModelLoader
 CATEGORY = "ComfyUI-Frame-Interpolation/VFI"
 #: precision choices, "fp32" first: the default that keeps the seed's results.
 PRECISIONS = ("fp32", *[p for p in PRECISION_CHOICES if p != "fp32"])
-
-
-SkipPredicate = Callable[[int], bool]
 
 
 # -- interpolation states ---------------------------------------------------------------------------
@@ -223,15 +222,14 @@ def interpolate_frames(
         scale = float(scale_factor)
     except (TypeError, ValueError):
         raise InputError(f"scale_factor must be a number ({SCALE_FACTORS_HINT}), got {scale_factor!r}") from None
-    device = host.torch_device()
     try:
-        interpolator = Interpolator(
-            models.resolve(ckpt_name), device=device, precision=precision, correlation=correlation, scale_factor=scale
-        )
+        alignment_for(scale)
     except InputError as error:
-        if "scale factor" in str(error):
-            raise InputError(f"{error}. Allowed scale_factor values: {SCALE_FACTORS_HINT}") from None
-        raise
+        raise InputError(f"{error}. Allowed scale_factor values: {SCALE_FACTORS_HINT}") from None
+    device = host.torch_device()
+    interpolator = Interpolator(
+        models.resolve(ckpt_name), device=device, precision=precision, correlation=correlation, scale_factor=scale
+    )
     height, width = frames.shape[1:3]
     output = _allocate_output(len(plan), height, width)
     progress = host.progress_bar(len(plan))

@@ -16,10 +16,10 @@ import torch
 
 from ..checkpoints import resolve_checkpoint
 from ..errors import AmtVfiError, InputError
-from ..network import AMT, CORRELATION_MODES, CorrelationMode, PairFeatures
+from ..network import AMT, CorrelationMode, PairFeatures
 from .cpu_memory import KEEP_FREED_MEMORY_PIXELS, freed_memory_kept, keep_freed_memory
 from .devices import release_cached_memory, resolve_device, resolve_precision
-from .memory import correlation_budget, default_budget, with_memory_fallback
+from .memory import check_correlation, correlation_budget, default_budget, with_memory_fallback
 from .model_cache import cached_model
 from .padding import Padding, alignment_for, padding_for
 from .plan import PlannedFrame
@@ -78,8 +78,7 @@ class Interpolator:
         autotune: bool = False,
         checkpoint_dirs: Iterable[str | Path] = (),
     ) -> None:
-        if correlation not in CORRELATION_MODES:
-            raise InputError(f"correlation must be one of {', '.join(CORRELATION_MODES)}, not {correlation!r}")
+        check_correlation(correlation)
         if max_batch is not None and max_batch < 1:
             raise InputError(f"max_batch must be at least 1, got {max_batch}")
         alignment_for(scale_factor)

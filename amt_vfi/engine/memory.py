@@ -8,8 +8,8 @@ from typing import TypeVar
 
 import torch
 
-from ..errors import OutOfMemoryError
-from ..network import CorrelationMode
+from ..errors import InputError, OutOfMemoryError
+from ..network import CORRELATION_MODES, CorrelationMode
 from .devices import is_out_of_memory, release_cached_memory
 
 GIB = 1 << 30
@@ -22,6 +22,12 @@ def default_budget(device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.6)
     return 2 * GIB
+
+
+def check_correlation(mode: str) -> None:
+    """An unknown correlation mode is the caller's mistake: name the ones there are."""
+    if mode not in CORRELATION_MODES:
+        raise InputError(f"correlation must be one of {', '.join(CORRELATION_MODES)}, not {mode!r}")
 
 
 def correlation_budget(budget: int) -> int:
