@@ -15,7 +15,7 @@ import torch
 from ..engine import Interpolator, PlannedFrame, frames_in_order, multiplier_plan, schedule_plan, skip_predicate
 from ..engine.devices import PRECISION_CHOICES
 from ..engine.padding import alignment_for
-from ..engine.plan import SkipPredicate
+from ..engine.plan import SkipPredicate, plan_groups
 from ..errors import InputError
 from . import host, models
 from .inputs import SCALE_FACTORS_HINT, correlation_input, scale_factor_input
@@ -186,17 +186,6 @@ def check_frames(frames: object) -> torch.Tensor:
     return frames
 
 
-def _starts_pair(plan: list[PlannedFrame], index: int) -> bool:
-    """Whether plan[index] is the first new frame of a pair (where the engine computes the pair)."""
-    item = plan[index]
-    return not item.is_original and (index == 0 or plan[index - 1].source != item.source or plan[index - 1].is_original)
-
-
-def _ends_pair(plan: list[PlannedFrame], index: int) -> bool:
-    item = plan[index]
-    return not item.is_original and (index + 1 == len(plan) or plan[index + 1].source != item.source)
-
-
 def _allocate_output(count: int, height: int, width: int) -> torch.Tensor:
     """The one output IMAGE tensor, written in place frame by frame (no list of frames + concatenation)."""
     return torch.empty((count, height, width, 3), dtype=torch.float32)
@@ -235,18 +224,21 @@ def interpolate_frames(
     progress = host.progress_bar(len(plan))
     outputs = interpolator.run(frames_in_order(frames), plan)  # lazy: a pair is computed when first asked
     pairs_since_clear = 0
+    index = 0
     try:
         with torch.no_grad():
-            for index in range(len(plan)):
-                if _starts_pair(plan, index):
+            for _, original, items in plan_groups(plan):
+                if not original:
                     host.throw_if_interrupted()  # cancel between pairs
-                output[index] = next(outputs)
-                if _ends_pair(plan, index):
+                for _ in items:
+                    output[index] = next(outputs)
+                    index += 1
+                    progress.update(1)
+                if not original:
                     pairs_since_clear += 1
                     if pairs_since_clear >= clear_every:
                         host.soft_empty_cache(device)
                         pairs_since_clear = 0
-                progress.update(1)
     finally:
         outputs.close()
         if device.type != "cpu":

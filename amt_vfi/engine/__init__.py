@@ -7,6 +7,7 @@ from .padding import padding_for
 from .plan import (
     PlannedFrame,
     multiplier_plan,
+    plan_groups,
     resample_plan,
     retime_plan,
     retime_positions,
@@ -36,6 +37,7 @@ __all__ = [
     "frames_in_order",
     "multiplier_plan",
     "padding_for",
+    "plan_groups",
     "release_models",
     "resolve_device",
     "resolve_precision",

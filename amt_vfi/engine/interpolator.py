@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from .devices import release_cached_memory, resolve_device, resolve_precision
 from .memory import check_correlation, correlation_budget, default_budget, with_memory_fallback
 from .model_cache import cached_model
 from .padding import Padding, alignment_for, padding_for
-from .plan import PlannedFrame
+from .plan import PlannedFrame, plan_groups
 
 CutPredicate = Callable[[torch.Tensor, torch.Tensor], bool]
 # Activations of the time steps decoded together on a CPU (see Interpolator._batch_size).
@@ -241,9 +240,13 @@ class Interpolator:
         window = _FrameWindow(iter(frames))
         self._streaming = True
         waiting: collections.deque[_PendingFrames] = collections.deque()
+
+        def hand_out() -> Iterator[torch.Tensor]:
+            while waiting:
+                yield from waiting.popleft().result()
+
         try:
-            for (source, original), group in itertools.groupby(plan, key=lambda p: (p.source, p.is_original)):
-                items = list(group)
+            for source, original, items in plan_groups(plan):
                 if original:
                     frame = window.get(source)[..., :3].to("cpu", torch.float32)
                     waiting.append(_PendingFrames.done([frame] * len(items)))
@@ -254,15 +257,11 @@ class Interpolator:
                         waiting.append(_PendingFrames.done([f[..., :3].to("cpu", torch.float32) for f in nearest]))
                     else:
                         pending = self._launch_pair(frame0, frame1, [item.time for item in items])
-                        # Everything before this pair is handed out while the device works on it.
-                        while waiting:
-                            yield from waiting.popleft().result()
+                        yield from hand_out()  # everything before this pair, while the device works on it
                         waiting.append(pending)
                 if not self.overlap or len(waiting) > _MOST_QUEUED:
-                    while waiting:
-                        yield from waiting.popleft().result()
-            while waiting:
-                yield from waiting.popleft().result()
+                    yield from hand_out()
+            yield from hand_out()
         finally:
             self._streaming = False
             self._last_prepared = None

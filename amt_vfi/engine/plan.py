@@ -118,6 +118,13 @@ def retime_positions(frame_count: int, source_fps: Fraction, target_fps: Fractio
     return [k * ratio for k in range(output_count)]
 
 
+def plan_groups(plan: Iterable[PlannedFrame]) -> Iterator[tuple[int, bool, list[PlannedFrame]]]:
+    """The plan in runs of (source, is_original, items): copies of one original, or the new frames of one
+    pair (which the engine computes together)."""
+    for (source, original), items in itertools.groupby(plan, key=lambda item: (item.source, item.is_original)):
+        yield source, original, list(items)
+
+
 def skip_predicate(indices: Sequence[int], is_skip_list: bool) -> SkipPredicate:
     """A skip list names pairs not to interpolate; a keep list names the only pairs to interpolate."""
     chosen = frozenset(indices)
