@@ -144,17 +144,16 @@ class AMT(nn.Module):
         img0, img1 = img0.float(), img1.float()
         mean = torch.cat([img0, img1], dim=2).mean(dim=(1, 2, 3), keepdim=True)
         frames = torch.cat([img0, img1]) - mean.repeat(2, 1, 1, 1)
-        work = frames if scale_factor == 1.0 else resize(frames, scale_factor)
+        work = (frames if scale_factor == 1.0 else resize(frames, scale_factor)).to(dtype)
         if img0[0].numel() > SEPARATE_ENCODING_VALUES:
             # Large frames are encoded one at a time: the same result (instance norm is per sample) at
             # half the peak memory.
-            batch = img0.shape[0]
-            halves = [work[:batch].to(dtype), work[batch:].to(dtype)]
+            halves = work.chunk(2)
             fmap0, fmap1 = (self.feat_encoder(half) for half in halves)
             context = [torch.cat(level) for level in zip(*(self.encoder(half) for half in halves), strict=True)]
         else:
-            fmap0, fmap1 = self.feat_encoder(work.to(dtype)).chunk(2)
-            context = self.encoder(work.to(dtype))
+            fmap0, fmap1 = self.feat_encoder(work).chunk(2)
+            context = self.encoder(work)
         budget = self.correlation_budget_bytes if correlation_budget_bytes is None else correlation_budget_bytes
         lookup = build_correlation(fmap0, fmap1, correlation or self.correlation_mode, budget, time_steps)
         h, w = fmap0.shape[-2:]
@@ -166,7 +165,7 @@ class AMT(nn.Module):
         return PairFeatures(
             mean=mean,
             frames=frames,
-            context=list(context),
+            context=context,
             correlation=lookup,
             grid=torch.stack([xs, ys]).unsqueeze(0),
             scale_factor=scale_factor,
@@ -226,7 +225,7 @@ class AMT(nn.Module):
             flows0, flows1 = resize(flows0, back) * back, resize(flows1, back) * back
             masks, residuals = resize(masks, back), resize(residuals, back)
         n = self.spec.fields
-        batch = features.mean.shape[0]
+        batch = features.batch
         height, width = features.frames.shape[-2:]
         candidates = flows0.new_empty(batch, n, 3, height, width)
         # One field at a time: at 4K every full-resolution temporary is hundreds of MB.
