@@ -32,7 +32,6 @@ LEVELS = 4
 RADIUS = 3
 WINDOW = 2 * RADIUS + 1
 SPAN = WINDOW + 1  # integer positions per window side
-CHANNELS_PER_DIRECTION = LEVELS * WINDOW * WINDOW
 # Devices whose index_select reads overlapping strided views in place (see _gather_runs).
 STRIDED_GATHER_DEVICES = ("cpu", "cuda")
 
@@ -44,7 +43,7 @@ def _level_sizes(height: int, width: int) -> list[tuple[int, int]]:
 def volume_bytes(batch: int, height: int, width: int, levels: int = LEVELS) -> int:
     """Bytes the volumes of the `levels` coarsest levels take for h x w feature maps (float32, both
     directions)."""
-    coarsest = _level_sizes(height, width)[LEVELS - levels :] if levels else []
+    coarsest = _level_sizes(height, width)[LEVELS - levels :]
     return 2 * batch * height * width * sum(h * w for h, w in coarsest) * 4
 
 
@@ -170,18 +169,17 @@ class WindowCorrelation:
     ) -> tuple[torch.Tensor, list[int]]:
         """The volumes of `levels` (both directions) in one flat table, and each volume's length."""
         pixels = self.h * self.w
-        lengths = [self.batch * pixels * pooled[0][level].shape[-2:].numel() for level in levels for _ in (0, 1)]
+        parts = [(level, d) for level in levels for d in (0, 1)]
+        lengths = [self.batch * pixels * pooled[d][level].shape[-2:].numel() for level, d in parts]
         table = torch.empty(sum(lengths) + 2 * SPAN, dtype=dtype, device=scaled[0].device)
         table[:SPAN] = 0
         table[-SPAN:] = 0
+        sources = [x.to(dtype).flatten(2).transpose(1, 2) for x in scaled]
         offset = SPAN
-        for level in levels:
-            for d in (0, 1):
-                rows = scaled[d].to(dtype).flatten(2).transpose(1, 2)
-                target = pooled[d][level].to(dtype).flatten(2)
-                size = rows.shape[0] * rows.shape[1] * target.shape[-1]
-                torch.bmm(rows, target, out=table[offset : offset + size].view(self.batch, pixels, -1))
-                offset += size
+        for (level, d), size in zip(parts, lengths, strict=True):
+            target = pooled[d][level].to(dtype).flatten(2)
+            torch.bmm(sources[d], target, out=table[offset : offset + size].view(self.batch, pixels, -1))
+            offset += size
         return table, lengths
 
     @staticmethod
