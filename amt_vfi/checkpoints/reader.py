@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError, CheckpointNotFoundError
-from ..network import AMT, VariantSpec, detect_variant
+from ..network import AMT, VariantSpec, detect_variant, state_dict_shapes
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -106,7 +106,7 @@ def verify_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path) -> 
     if spec is None:
         sample = _summarise(sorted(state_dict))
         raise CheckpointError(f"{path} is not an AMT checkpoint (AMT-S/L/G); its keys look like: {sample}")
-    expected = {key: tuple(value.shape) for key, value in AMT(spec).state_dict().items()}
+    expected = state_dict_shapes(spec)
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     reshaped = sorted(

@@ -11,7 +11,7 @@ import zlib
 
 import torch
 
-from ..network import AMT, VARIANTS
+from ..network import VARIANTS, state_dict_shapes
 
 
 def standin_tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
@@ -29,5 +29,4 @@ def standin_tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
 def standin_state_dict(variant: str) -> dict[str, torch.Tensor]:
     """Stand-in weights for `variant` ('amt-s', 'amt-l', 'amt-g'; 'gopro_amt-s' equals 'amt-s')."""
     spec = VARIANTS["amt-s" if variant == "gopro_amt-s" else variant]
-    shapes = {key: tuple(value.shape) for key, value in AMT(spec).state_dict().items()}
-    return {key: standin_tensor(key, shape) for key, shape in shapes.items()}
+    return {key: standin_tensor(key, shape) for key, shape in state_dict_shapes(spec).items()}

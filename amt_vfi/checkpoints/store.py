@@ -10,9 +10,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import CheckpointError, CheckpointNotFoundError
+from ..network import CHECKPOINT_VARIANTS
 from .reader import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX, read_state_dict, verify_state_dict
 
-OFFICIAL_CHECKPOINTS: tuple[str, ...] = ("amt-s.pth", "amt-l.pth", "amt-g.pth", "gopro_amt-s.pth")
+OFFICIAL_CHECKPOINTS: tuple[str, ...] = tuple(f"{name}.pth" for name in CHECKPOINT_VARIANTS)
 DOWNLOAD_URL = "https://huggingface.co/lalala125/AMT/resolve/main/{name}"
 MODELS_ENV = "AMT_VFI_MODELS"
 CACHE_ENV = "AMT_VFI_CACHE"

@@ -1,7 +1,7 @@
 """The AMT network (encoders, correlation, decoders, update blocks) and its released variants."""
 
 from .correlation import CORRELATION_MODES, CorrelationMode, build_correlation, volume_bytes
-from .model import AMT, PairFeatures
+from .model import AMT, PairFeatures, state_dict_shapes
 from .variants import CHECKPOINT_VARIANTS, VARIANTS, VariantSpec, detect_variant
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "VariantSpec",
     "build_correlation",
     "detect_variant",
+    "state_dict_shapes",
     "volume_bytes",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -259,3 +260,12 @@ class AMT(nn.Module):
         embt = torch.tensor(list(timesteps), dtype=torch.float32, device=img0.device)
         embt = embt.repeat_interleave(features.batch).view(-1, 1, 1, 1)
         return self.decode(features, embt)
+
+
+@functools.cache
+def state_dict_shapes(spec: VariantSpec) -> dict[str, tuple[int, ...]]:
+    """The checkpoint keys of a variant and their tensor shapes (the network built on the meta device, so
+    no weights are allocated). Shared, so callers must not modify it."""
+    with torch.device("meta"):
+        model = AMT(spec)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
