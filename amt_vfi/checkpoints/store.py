@@ -6,7 +6,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import CheckpointError, CheckpointNotFoundError
@@ -41,28 +41,34 @@ def search_dirs(host_dirs: Iterable[str | Path] = ()) -> list[Path]:
 
 
 def _candidate_names(name: str) -> list[str]:
-    stem = Path(name).stem if Path(name).suffix.lower() in CHECKPOINT_SUFFIXES else name
-    names = [name] if Path(name).suffix.lower() in CHECKPOINT_SUFFIXES else []
+    has_suffix = Path(name).suffix.lower() in CHECKPOINT_SUFFIXES
+    stem = Path(name).stem if has_suffix else name
+    names = [name] if has_suffix else []
     return names + [stem + suffix for suffix in (".pth", SAFETENSORS_SUFFIX) if stem + suffix not in names]
+
+
+def _checkpoint_folders(dirs: Sequence[Path]) -> Iterator[Path]:
+    """Each folder of `dirs`, then its `amt/` subfolder."""
+    for folder in dirs:
+        yield folder
+        yield folder / "amt"
 
 
 def find_checkpoint(name: str, dirs: Sequence[Path]) -> Path | None:
     """First file for `name` (also as .pth/.safetensors twin) in `dirs` or their `amt/` subfolders."""
-    for folder in dirs:
-        for sub in (folder, folder / "amt"):
-            for candidate in _candidate_names(name):
-                if (sub / candidate).is_file():
-                    return sub / candidate
+    for folder in _checkpoint_folders(dirs):
+        for candidate in _candidate_names(name):
+            if (folder / candidate).is_file():
+                return folder / candidate
     return None
 
 
 def available_checkpoints(dirs: Sequence[Path]) -> list[str]:
     """Names of checkpoint files present in `dirs` (not checked for content)."""
     found: list[str] = []
-    for folder in dirs:
-        for sub in (folder, folder / "amt"):
-            if sub.is_dir():
-                found += sorted(p.name for p in sub.iterdir() if p.suffix.lower() in CHECKPOINT_SUFFIXES)
+    for folder in _checkpoint_folders(dirs):
+        if folder.is_dir():
+            found += sorted(p.name for p in folder.iterdir() if p.suffix.lower() in CHECKPOINT_SUFFIXES)
     return list(dict.fromkeys(found))
 
 
