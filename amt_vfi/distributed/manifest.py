@@ -11,12 +11,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from ..cli.job import JobSettings
-from ..media.atomic import make_temp
+from ..media.atomic import atomic_output
 
 VERSION = 1
 
@@ -104,10 +103,5 @@ class Manifest:
 
     def save(self) -> None:
         """Write to a temp next to the manifest, then rename it over the old one."""
-        temp = make_temp(self.path, directory=False)
-        try:
+        with atomic_output(self.path, overwrite=True, directory=False) as temp:
             temp.write_text(json.dumps({"version": VERSION, "settings": self.settings, "clips": self.clips}, indent=1))
-            os.replace(temp, self.path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
