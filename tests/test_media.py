@@ -115,6 +115,18 @@ def test_sink_copies_audio_and_metadata(tmp_path: Path, suffix: str) -> None:
         assert container.streams.video[0].codec_context.color_primaries == 1
 
 
+def test_sink_takes_the_metadata_of_an_open_source(tmp_path: Path) -> None:
+    source_path = tmp_path / "src.mp4"
+    frames = make_clip(source_path, rotation=90, bt709=True, audio_codec=None)
+    out = tmp_path / "out.mp4"
+    with open_source(source_path) as source:
+        write_all(open_sink(out, fps=Fraction(24), width=320, height=240, metadata_from=source), frames)
+    with open_source(out) as copy:
+        assert copy.info.rotation == 90
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.color_primaries == 1
+
+
 def test_audio_reencoded_when_container_cannot_hold_it(clip: tuple[Path, list[np.ndarray]], tmp_path: Path) -> None:
     out = tmp_path / "out.webm"
     write_all(

@@ -115,7 +115,7 @@ class JobSettings:
             crf=self.crf,
             codec=self.codec,
             audio_from=source.path if with_audio and info.is_video and info.has_audio else None,
-            metadata_from=source.path if info.is_video else None,
+            metadata_from=source if info.is_video else None,
         )
 
 

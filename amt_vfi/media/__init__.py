@@ -90,11 +90,12 @@ def open_sink(
     crf: int = 18,
     codec: str = DEFAULT_CODEC,
     audio_from: str | Path | None = None,
-    metadata_from: str | Path | None = None,
+    metadata_from: str | Path | VideoSource | None = None,
 ) -> FrameSink:
     """Create the writer for ``path``: a video for video extensions, else a folder of numbered PNGs.
 
-    ``audio_from`` and ``metadata_from`` only apply to video outputs (folders have nowhere to keep them).
+    ``audio_from`` and ``metadata_from`` only apply to video outputs (folders have nowhere to keep them);
+    ``metadata_from`` may be the open :class:`VideoSource` itself, which spares probing the file again.
     Raises :class:`OutputExistsError` when ``path`` exists (an empty folder does not count) and
     ``overwrite`` is false.
     """
@@ -111,5 +112,5 @@ def open_sink(
         crf=crf,
         codec=codec,
         audio_from=None if audio_from is None else _absolute(audio_from),
-        metadata_from=None if metadata_from is None else _absolute(metadata_from),
+        metadata_from=_absolute(metadata_from) if isinstance(metadata_from, (str, Path)) else metadata_from,
     )

@@ -271,7 +271,7 @@ class VideoSink(FrameSink):
         crf: int = 18,
         codec: str = DEFAULT_CODEC,
         audio_from: Path | None = None,
-        metadata_from: Path | None = None,
+        metadata_from: Path | VideoSource | None = None,
     ) -> None:
         self._format = CONTAINER_FORMATS.get(path.suffix.lower())
         if self._format is None:
@@ -324,8 +324,12 @@ class VideoSink(FrameSink):
             stream.codec_context.codec_tag = "hvc1"  # the tag Apple players require for HEVC
         return stream
 
-    def _copy_metadata(self, source: Path) -> None:
-        """Best effort: rotation and colour tags of ``source``; problems are logged, never raised."""
+    def _copy_metadata(self, source: Path | VideoSource) -> None:
+        """Best effort: rotation and colour tags of ``source``; problems are logged, never raised. An open
+        source already knows them, so only a path is probed."""
+        if isinstance(source, VideoSource):
+            self._apply_metadata(source.info.rotation, source.color)
+            return
         if source.is_dir():
             return
         try:
