@@ -178,20 +178,26 @@ class JobReport:
     output: Path
 
 
-def plan_for(
-    source: FrameSource, timing: Timing, keyframes: Sequence[int] | None = None
-) -> tuple[int, list[PlannedFrame]]:
+def check_constant_rate(source: FrameSource) -> None:
     if source.info.variable_frame_rate:
         raise InputError(
             f"{source.path} has a variable frame rate, which this tool does not retime; convert it to a "
             "constant rate first (e.g. ffmpeg -i IN -fps_mode cfr OUT)"
         )
+
+
+def plan_for(
+    source: FrameSource, timing: Timing, keyframes: Sequence[int] | None = None
+) -> tuple[int, list[PlannedFrame]]:
+    check_constant_rate(source)
     count = source.count_frames()
     return count, timing.plan(count, source.info.fps, keyframes)
 
 
 def keyframes_of(source: FrameSource, threshold: float) -> list[int]:
-    """The frames that are not repeats of the one before (a pass over the whole input)."""
+    """The frames that are not repeats of the one before (a pass over the whole input, so a source that
+    cannot be planned is refused first)."""
+    check_constant_rate(source)
     return distinct_frames((to_tensor(frame) for frame in source.frames()), threshold)
 
 
