@@ -177,10 +177,13 @@ def checkpoint_dirs() -> list[Path]:
     checkpoint is downloaded to), `models/amt/`, the seed pack's `ckpts/amt/`, this pack's own
     `ckpts/amt/`, then the `frame_interpolation` folders themselves. Outside ComfyUI: none.
     """
+    return _checkpoint_dirs(frame_interpolation_roots())
+
+
+def _checkpoint_dirs(roots: list[Path]) -> list[Path]:
     fp = _folder_paths()
     if fp is None:
         return []
-    roots = frame_interpolation_roots()
     dirs = [root / AMT_SUBFOLDER for root in roots]
     models_dir = getattr(fp, "models_dir", None)
     if models_dir:
@@ -195,4 +198,4 @@ def checkpoint_dirs() -> list[Path]:
 def listing_dirs() -> tuple[list[Path], list[Path]]:
     """(folders whose every checkpoint is an AMT one, shared folders where only names with "amt" count)."""
     roots = frame_interpolation_roots()
-    return [d for d in checkpoint_dirs() if d not in roots], roots
+    return [d for d in _checkpoint_dirs(roots) if d not in roots], roots

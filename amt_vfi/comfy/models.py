@@ -57,10 +57,10 @@ def resolve(name: object) -> Path:
     except CheckpointNotFoundError:
         if official_name(base):
             raise  # the download failed: the engine's message says which URL and where to put the file
-        searched = ", ".join(str(d) for d in search_dirs(dirs))
+        searched = search_dirs(dirs)
         available = ", ".join(checkpoint_names())
         raise CheckpointNotFoundError(
             f"AMT checkpoint {name!r} was not found. Available: {available}. Put AMT checkpoint files "
-            f"(.pth or .safetensors) in {primary_folder()} (or in the folder named by ${MODELS_ENV}); "
-            f"searched: {searched}"
+            f"(.pth or .safetensors) in {searched[0]} (or in the folder named by ${MODELS_ENV}); "
+            f"searched: {', '.join(str(d) for d in searched)}"
         ) from None
