@@ -13,26 +13,9 @@ import os
 import subprocess
 import sys
 import tempfile
-from fractions import Fraction
 from pathlib import Path
 
-import av
-import numpy as np
-from bench_engine import make_checkpoint, moving_texture
-
-
-def write_clip(path: Path, frames: int, height: int, width: int) -> None:
-    pictures = (moving_texture(frames, height, width).numpy() * 255).round().astype(np.uint8)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=24)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.time_base = Fraction(1, 24)
-        for index, picture in enumerate(pictures):
-            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
-            frame.pts = index
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-
+from bench_engine import make_checkpoint, write_clip
 
 # Runs the CLI in-process and reports that process's own peak RSS on exit. The high-water mark is reset
 # first: a forked child starts out counting its parent's pages (here the parent made the clips).

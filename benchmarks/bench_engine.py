@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -36,6 +37,15 @@ def moving_texture(count: int, height: int, width: int, seed: int = 7, step: tup
     base = (base - base.min()) / (base.max() - base.min())
     crops = [base[0, :, i * step[0] : i * step[0] + height, i * step[1] : i * step[1] + width] for i in range(count)]
     return torch.stack(crops).permute(0, 2, 3, 1).contiguous()
+
+
+def write_clip(path: Path, frames: int, height: int, width: int, step: tuple[int, int] = (3, 5)) -> None:
+    """An H.264 clip of `moving_texture` at 24 fps (through the project's own sink)."""
+    from amt_vfi.media import open_sink
+
+    with open_sink(path, fps=Fraction(24), width=width, height=height) as sink:
+        for frame in moving_texture(frames, height, width, step=step):
+            sink.write(frame.mul(255).round().byte().numpy())
 
 
 def parse_case(text: str) -> tuple[int, int, int, int]:

@@ -13,21 +13,14 @@ import logging
 import os
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import ray
-from bench_engine import make_checkpoint, moving_texture
+from bench_engine import make_checkpoint, write_clip
 
 from amt_vfi.cli.job import JobSettings, Timing, plan_for, render
 from amt_vfi.distributed import interpolate_distributed
-from amt_vfi.media import open_sink, open_source
-
-
-def write_clip(path: Path, frames: int, height: int, width: int) -> None:
-    with open_sink(path, fps=Fraction(24), width=width, height=height) as sink:
-        for frame in moving_texture(frames, height, width, step=(1, 2)):  # slow enough to hold no scene cut
-            sink.write(frame.mul(255).round().byte().numpy())
+from amt_vfi.media import open_source
 
 
 def one_process(clip: Path, output: Path, settings: JobSettings) -> float:
@@ -54,7 +47,7 @@ def main() -> None:
         checkpoint = args.checkpoint or make_checkpoint("amt-s", work)
         settings = JobSettings(timing=Timing(multiplier=2), checkpoint=checkpoint, device=args.device)
         clip = work / "clip.mp4"
-        write_clip(clip, args.frames, height, width)
+        write_clip(clip, args.frames, height, width, step=(1, 2))  # slow enough to hold no scene cut
         with open_source(clip) as source:
             output_frames = len(plan_for(source, settings.timing)[1])
         rows = [("1 process", "-", one_process(clip, work / "single.mp4", settings))]
