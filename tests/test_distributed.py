@@ -176,6 +176,26 @@ def test_an_interrupted_job_resumes_with_only_the_missing_chunks(
     assert again.workers == [] and again.clips[0].computed == 0  # verified complete: Ray is not even used
 
 
+def test_dedup_chunks_count_kept_frames_and_equal_the_single_process_output(
+    local_ray, one_thread, tmp_path: Path
+) -> None:
+    # 30 pictures with cuts before pictures 10 and 20, each shown twice (every fifth three times).
+    repeats = [3 if picture % 5 == 0 else 2 for picture in range(30)]
+    firsts = [int(sum(repeats[:picture])) for picture in range(30)]
+    frames = [scene_frame(picture, (10, 20), *SIZE) for picture in range(30) for _ in range(repeats[picture])]
+    source = write_folder(tmp_path / "in", frames)
+    single, chunked = tmp_path / "single", tmp_path / "chunked"
+    assert main([str(source), "-o", str(single), "--dedup", "-q"]) == 0
+    argv = [str(source), "-o", str(chunked), "--dedup", "--ray", "--workers", "2", "--chunk-frames", "12", "-q"]
+    assert main(argv) == 0
+    entry = _manifest(chunked)["clips"][str(source)]
+    assert entry["keyframes"] == [*firsts, len(frames) - 1]  # the last frame always counts
+    assert entry["boundaries"] == [10, 20]  # in kept frames: the cuts' first pictures
+    expected, written = read_folder(single), read_folder(chunked)
+    assert list(written) == list(expected) and len(written) == 2 * len(frames) - 1
+    assert all(np.array_equal(written[name], expected[name]) for name in expected)
+
+
 def test_many_clips_finish_around_a_corrupt_one(local_ray, tmp_path: Path, capsys) -> None:
     make_clip(tmp_path / "a.mp4", frames=10, size=SIZE)
     make_clip(tmp_path / "c.mov", frames=6, size=SIZE, audio_codec=None)

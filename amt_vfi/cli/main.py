@@ -199,8 +199,6 @@ def _uses_ray(args: argparse.Namespace, input_path: Path, parser: argparse.Argum
     from ..distributed import is_batch
 
     if args.ray is not None or is_batch(input_path):
-        if args.dedup is not None:
-            parser.error("--dedup works on one clip in one process; leave out --ray (and give one clip)")
         return True
     if args.workers is not None or args.chunk_frames is not None:
         parser.error("--workers and --chunk-frames apply to Ray jobs; add --ray")

@@ -68,7 +68,8 @@ def settings_key(settings: JobSettings, checkpoint: Path) -> dict[str, str]:
 
 
 class Manifest:
-    """Per-clip entries keyed by input path: the chunk boundaries, finished chunks and the finished output."""
+    """Per-clip entries keyed by input path: the frames kept by `--dedup`, the chunk boundaries, finished
+    chunks and the finished output."""
 
     def __init__(self, path: Path, settings: dict[str, str]) -> None:
         self.path = path
@@ -97,8 +98,16 @@ class Manifest:
         identity = input_identity(input_path)
         entry = self.clips.get(str(input_path))
         if entry is None or entry["input"] != identity or entry["output"] != str(output):
-            entry = {"input": identity, "output": str(output), "boundaries": None, "chunks": {}, "done": None}
+            entry = {
+                "input": identity,
+                "output": str(output),
+                "keyframes": None,
+                "boundaries": None,
+                "chunks": {},
+                "done": None,
+            }
             self.clips[str(input_path)] = entry
+        entry.setdefault("keyframes", None)  # not in entries written before --dedup ran on Ray
         return entry
 
     def save(self) -> None:

@@ -1,13 +1,15 @@
 """Running a job over a Ray cluster: clips cut into chunks, chunks rendered by model-holding actors.
 
 The driver only plans, dispatches and joins. It probes each clip (frame count, plan), has the workers
-scan the clip for scene cuts in parallel pieces, cuts the plan into chunks at those cuts, hands each
-chunk to the next idle worker and, once a clip's chunks are all in, joins them into the output. The
-manifest records every step, so a rerun of the same job redoes only what is missing.
+scan the clip for scene cuts in parallel pieces (and, with `--dedup`, for repeated frames in one pass),
+cuts the plan into chunks at those cuts, hands each chunk to the next idle worker and, once a clip's
+chunks are all in, joins them into the output. The manifest records every step, so a rerun of the same
+job redoes only what is missing.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import shutil
 import time
@@ -105,12 +107,25 @@ class _Scan:
 
 
 @dataclass(frozen=True)
+class _FindRepeats:
+    clip: _Clip
+
+    def submit(self, actor: Any) -> Any:
+        return actor.keyframes.remote(self.clip.report.input)
+
+
+@dataclass(frozen=True)
 class _Render:
     clip: _Clip
     chunk: Chunk
 
     def submit(self, actor: Any) -> Any:
-        return actor.render_chunk.remote(self.clip.report.input, self.chunk, self.clip.chunk_path(self.chunk))
+        keyframes = self.clip.entry["keyframes"]
+        inputs = None if keyframes is None else keyframes[self.chunk.first_frame : self.chunk.last_frame + 1]
+        return actor.render_chunk.remote(self.clip.report.input, self.chunk, self.clip.chunk_path(self.chunk), inputs)
+
+
+_Job = _Scan | _FindRepeats | _Render
 
 
 def _import_ray() -> Any:
@@ -195,7 +210,7 @@ class _Run:
     ) -> None:
         self.clips, self.settings, self.manifest = clips, settings, manifest
         self.chunk_frames, self.overwrite, self.single, self.on_chunk = chunk_frames, overwrite, single, on_chunk
-        self.queue: deque[_Scan | _Render] = deque()
+        self.queue: deque[_Job] = deque()
         self.total_frames = sum(len(clip.plan) for clip in clips)
 
     # -- clip states ------------------------------------------------------------------------------
@@ -221,16 +236,33 @@ class _Run:
             return
         if clip.entry["boundaries"] is not None:
             self.cut(clip)
-        elif self.settings.scene_threshold is None:
-            clip.entry["boundaries"] = choose_boundaries(clip.report.input_frames, self.chunk_frames)
-            self.cut(clip)
-        else:
+            return
+        if self.settings.dedup_threshold is not None and clip.entry["keyframes"] is None:
+            clip.scans_left += 1
+            self.queue.append(_FindRepeats(clip))
+        if self.settings.scene_threshold is not None:
             ranges = scan_ranges(clip.report.input_frames, self.chunk_frames)
-            clip.scans_left = len(ranges)
+            clip.scans_left += len(ranges)
             self.queue.extend(_Scan(clip, first, last) for first, last in ranges)
+        if not clip.scans_left:
+            self.choose_boundaries(clip)
+
+    def choose_boundaries(self, clip: _Clip) -> None:
+        """Chunk boundaries once every scan is in. With `--dedup` they count the kept frames (the ones the
+        engine sees), and a cut falls on the first kept frame of its scene."""
+        frames, cuts = clip.report.input_frames, clip.cuts
+        keyframes = clip.entry["keyframes"]
+        if keyframes is not None:
+            frames, cuts = len(keyframes), [bisect.bisect_left(keyframes, cut) for cut in cuts]
+        clip.entry["boundaries"] = choose_boundaries(frames, self.chunk_frames, cuts)
+        self.cut(clip)
 
     def cut(self, clip: _Clip) -> None:
         """Cut the clip's plan at its boundaries; queue the chunks no earlier run left verified."""
+        keyframes = clip.entry["keyframes"]
+        if keyframes is not None:  # the same output times, interpolated between the kept frames only
+            assert clip.info is not None
+            clip.plan = self.settings.timing.plan(clip.report.input_frames, clip.info.fps, keyframes)
         clip.chunks = make_chunks(clip.plan, clip.entry["boundaries"])
         clip.report.chunks = len(clip.chunks)
         recorded = clip.entry["chunks"]
@@ -251,8 +283,15 @@ class _Run:
         clip.cuts.extend(cuts)
         clip.scans_left -= 1
         if clip.scans_left == 0:
-            clip.entry["boundaries"] = choose_boundaries(clip.report.input_frames, self.chunk_frames, clip.cuts)
-            self.cut(clip)
+            self.choose_boundaries(clip)
+
+    def found_repeats(self, job: _FindRepeats, keyframes: list[int]) -> None:
+        clip = job.clip
+        clip.entry["keyframes"] = keyframes
+        self.manifest.save()
+        clip.scans_left -= 1
+        if clip.scans_left == 0:
+            self.choose_boundaries(clip)
 
     def rendered(self, job: _Render, done: ChunkDone) -> None:
         clip, chunk = job.clip, job.chunk
@@ -291,7 +330,7 @@ class _Run:
         """Keep every worker busy until the queue is empty; a worker lost for good takes its job's clip
         down with it (Ray has already restarted it and retried the job `MAX_TASK_RETRIES` times)."""
         idle = list(actors)
-        running: dict[Any, tuple[Any, _Scan | _Render]] = {}
+        running: dict[Any, tuple[Any, _Job]] = {}
 
         def feed() -> None:
             while idle and self.queue:
@@ -318,7 +357,7 @@ class _Run:
             self.handle(job, result)
             feed()
 
-    def handle(self, job: _Scan | _Render, result: list[int] | ChunkDone | DataFault) -> None:
+    def handle(self, job: _Job, result: list[int] | ChunkDone | DataFault) -> None:
         clip = job.clip
         if clip.failed:
             return
@@ -326,13 +365,17 @@ class _Run:
             self.fail(clip, result.message)
         elif isinstance(job, _Scan):
             self.scanned(job, result)
+        elif isinstance(job, _FindRepeats):
+            self.found_repeats(job, result)
         else:
             self.rendered(job, result)
 
-    def lost(self, job: _Scan | _Render, why: str) -> None:
+    def lost(self, job: _Job, why: str) -> None:
         if not job.clip.failed:
-            what = f"chunk {job.chunk.index}" if isinstance(job, _Render) else "the scene scan"
-            self.fail(job.clip, f"{what} of {job.clip.report.input} could not be rendered: {why}")
+            what = {_Scan: "the scene scan", _FindRepeats: "the search for repeated frames"}.get(type(job))
+            if isinstance(job, _Render):
+                what = f"chunk {job.chunk.index}"
+            self.fail(job.clip, f"{what} of {job.clip.report.input} did not finish: {why}")
 
     def abandon(self, why: str) -> None:
         while self.queue:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..cli.job import JobSettings, render, to_tensor
+from ..cli.job import JobSettings, frames_at, keyframes_of, render, to_tensor
 from ..engine import cut_detector
 from ..errors import AmtVfiError
 from .chunks import Chunk
@@ -38,7 +38,7 @@ class ChunkDone:
 
 
 class ChunkWorker:
-    """Loads the model once; then scans clips for cuts and renders chunks, one call at a time."""
+    """Loads the model once; then scans clips for cuts or repeats and renders chunks, one call at a time."""
 
     def __init__(self, settings: JobSettings, threads: int | None = None) -> None:
         if threads:
@@ -66,12 +66,28 @@ class ChunkWorker:
         except AmtVfiError as error:
             return DataFault(str(error))
 
-    def render_chunk(self, input_path: Path, chunk: Chunk, output: Path) -> ChunkDone | DataFault:
-        """Write `chunk`'s frames to `output` (a file or folder replaced atomically, so a retry after a
-        crash simply writes it again)."""
+    def keyframes(self, input_path: Path) -> list[int] | DataFault:
+        """The clip's frames that are not repeats (`--dedup`): one pass over the whole clip, since each
+        frame is compared with the last one kept."""
+        assert self.settings.dedup_threshold is not None
         try:
             with self.settings.open_source(input_path) as source:
-                frames = islice(source.frames_from(chunk.first_frame), chunk.last_frame - chunk.first_frame + 1)
+                return keyframes_of(source, self.settings.dedup_threshold)
+        except AmtVfiError as error:
+            return DataFault(str(error))
+
+    def render_chunk(
+        self, input_path: Path, chunk: Chunk, output: Path, input_frames: list[int] | None = None
+    ) -> ChunkDone | DataFault:
+        """Write `chunk`'s frames to `output` (a file or folder replaced atomically, so a retry after a
+        crash simply writes it again). `input_frames` are the input frames that the chunk's frames
+        `first_frame`..`last_frame` stand for, when they are not those input frames themselves (`--dedup`)."""
+        first, last = (input_frames[0], input_frames[-1]) if input_frames else (chunk.first_frame, chunk.last_frame)
+        try:
+            with self.settings.open_source(input_path) as source:
+                frames = islice(source.frames_from(first), last - first + 1)
+                if input_frames:
+                    frames = frames_at(frames, [index - first for index in input_frames])
                 with self.settings.open_output(output, source, overwrite=True, with_audio=False) as sink:
                     written = render(
                         self.engine,
