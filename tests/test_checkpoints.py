@@ -62,9 +62,14 @@ def test_pickle_that_would_run_code_is_refused_without_running(tmp_path: Path) -
 
 
 def test_corrupt_file_names_the_file(tmp_path: Path) -> None:
-    for name in ("broken.pth", "broken.safetensors"):
+    # b"junkjunk..." is a plain pickle whose first opcode ('j') makes torch's unpickler fail with a KeyError.
+    for name, content in (
+        ("broken.pth", b"\x00garbage" * 100),
+        ("junk.pth", b"junkjunkjunk"),
+        ("broken.safetensors", b"\x00garbage" * 100),
+    ):
         path = tmp_path / name
-        path.write_bytes(b"\x00garbage" * 100)
+        path.write_bytes(content)
         with pytest.raises(CheckpointError, match="not a readable") as caught:
             amt_vfi.load_model(path)
         assert str(path) in str(caught.value)
@@ -115,6 +120,26 @@ def test_lookup_order_env_then_host_then_cache(
     assert store.search_dirs([host_dir]) == [env_dir, host_dir, cache_dir]
 
 
+def test_a_path_is_that_file_even_with_an_official_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amt_s_path: Path
+) -> None:
+    monkeypatch.setenv("AMT_VFI_MODELS", str(tmp_path / "models"))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "amt-s.pth").write_bytes(b"another file")
+    mine = tmp_path / "mine" / "amt-s.pth"
+    mine.parent.mkdir()
+    mine.write_bytes(amt_s_path.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert store.resolve_checkpoint(mine) == mine
+    assert store.resolve_checkpoint("mine/amt-s.pth") == Path("mine/amt-s.pth")
+    assert store.resolve_checkpoint("amt-s.pth") == tmp_path / "models" / "amt-s.pth"  # a bare name is a name
+    assert amt_vfi.Interpolator(mine).model.spec.name == "amt-s"
+    with pytest.raises(CheckpointNotFoundError, match="mine is a folder, not a checkpoint file"):
+        store.resolve_checkpoint(tmp_path / "mine")
+    with pytest.raises(CheckpointNotFoundError, match="amt-l.pth does not exist"):
+        store.resolve_checkpoint(tmp_path / "mine" / "amt-l.pth")
+
+
 def test_download_is_verified_and_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amt_s_path: Path) -> None:
     served = tmp_path / "served"
     served.mkdir()
@@ -124,6 +149,9 @@ def test_download_is_verified_and_atomic(tmp_path: Path, monkeypatch: pytest.Mon
     target = tmp_path / "models"
     assert store.download_checkpoint("amt-s.pth", target, progress=False) == target / "amt-s.pth"
     assert amt_vfi.load_model(target / "amt-s.pth").spec.name == "amt-s"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (target / "amt-s.pth").stat().st_mode & 0o777 == 0o666 & ~umask  # readable by others, like any file
     with pytest.raises(CheckpointError, match="download of amt-l.pth is not a valid AMT checkpoint"):
         store.download_checkpoint("amt-l.pth", target, progress=False)
     assert sorted(p.name for p in target.iterdir()) == ["amt-s.pth"]
@@ -161,3 +189,10 @@ def test_convert_command_verifies_and_refuses_to_overwrite(amt_s_path: Path, tmp
     junk.write_bytes(b"nope")
     assert main([str(junk), str(tmp_path / "j.safetensors")]) == 1
     assert str(junk) in capsys.readouterr().err
+    assert main([str(amt_s_path), str(tmp_path / "c.pth")]) == 1
+    assert "must end in .safetensors, got c.pth" in capsys.readouterr().err
+    assert main([str(target), str(target), "--overwrite"]) == 1
+    assert "is the checkpoint being converted" in capsys.readouterr().err
+    assert main([str(amt_s_path), str(junk / "x.safetensors")]) == 1  # a file where the folder should be
+    assert f"cannot write {junk / 'x.safetensors'}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["amt-s.safetensors", "junk.pth"]

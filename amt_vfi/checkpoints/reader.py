@@ -11,6 +11,7 @@ import torch
 
 from ..errors import CheckpointError, CheckpointNotFoundError
 from ..network import AMT, VariantSpec, detect_variant, state_dict_shapes
+from .files import written_atomically
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -56,9 +57,10 @@ def _read_pickle(path: Path) -> object:
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint (no plain pickle of tensors); re-download it"
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, AttributeError) as error:
+    except Exception as error:  # a damaged or foreign file fails anywhere inside the unpickler
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({_first_line(error)}); re-download it"
+            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {_first_line(error)}); "
+            "re-download it"
         ) from None
 
 
@@ -140,7 +142,16 @@ def convert_to_safetensors(source: str | Path, destination: str | Path) -> Varia
     """Write a verified `.pth` checkpoint as `.safetensors` (no pickle needed to read it again)."""
     from safetensors.torch import save_file
 
+    destination = Path(destination)
+    if destination.suffix.lower() != SAFETENSORS_SUFFIX:
+        raise CheckpointError(f"the converted file must end in {SAFETENSORS_SUFFIX}, got {destination.name}")
+    if Path(source).resolve() == destination.resolve():
+        raise CheckpointError(f"{destination} is the checkpoint being converted; write to another file")
     state_dict = read_state_dict(source)
     spec = verify_state_dict(state_dict, source)
-    save_file({key: value.contiguous() for key, value in state_dict.items()}, str(destination))
+    try:
+        with written_atomically(destination) as temp:
+            save_file({key: value.contiguous() for key, value in state_dict.items()}, str(temp))
+    except Exception as error:  # OSError, or safetensors' own error for the same causes
+        raise CheckpointError(f"cannot write {destination} ({_first_line(error)}); check the folder") from None
     return spec

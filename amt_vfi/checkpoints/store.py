@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError, CheckpointNotFoundError
 from ..network import CHECKPOINT_VARIANTS
+from .files import written_atomically
 from .reader import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX, read_state_dict, verify_state_dict
 
 OFFICIAL_CHECKPOINTS: tuple[str, ...] = tuple(f"{name}.pth" for name in CHECKPOINT_VARIANTS)
@@ -96,15 +96,11 @@ def download_checkpoint(name: str, folder: Path, progress: bool = True) -> Path:
             f"official names: {', '.join(OFFICIAL_CHECKPOINTS)}"
         )
     url = DOWNLOAD_URL.format(name=name)
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
-    os.close(handle)
-    temp = Path(temp_name)
+    target = folder / name
     try:
-        _fetch(url, temp, progress)
-        verify_state_dict(read_state_dict(temp), url)
-        target = folder / name
-        os.replace(temp, target)
+        with written_atomically(target) as temp:
+            _fetch(url, temp, progress)
+            verify_state_dict(read_state_dict(temp), url)
         return target
     except (urllib.error.URLError, OSError, TimeoutError) as error:
         raise CheckpointNotFoundError(
@@ -113,8 +109,6 @@ def download_checkpoint(name: str, folder: Path, progress: bool = True) -> Path:
         ) from None
     except CheckpointError as error:
         raise CheckpointError(f"the download of {name} is not a valid AMT checkpoint: {error}") from None
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def official_name(name: str) -> str | None:
@@ -128,16 +122,21 @@ def official_name(name: str) -> str | None:
 def resolve_checkpoint(name_or_path: str | Path, host_dirs: Iterable[str | Path] = (), download: bool = True) -> Path:
     """A checkpoint file for a name or a path.
 
-    Official names ('amt-s', 'amt-s.pth', ...) are looked up in order (`search_dirs`) and downloaded
-    into the first folder of that order only when missing; anything else must be an existing file or
-    a file name present in one of those folders.
+    A `Path`, or a string with a folder in it, is that file and nothing else (even when it is called
+    'amt-s.pth'). A bare official name ('amt-s', 'amt-s.pth', ...) is looked up in order (`search_dirs`)
+    and downloaded into the first folder of that order only when missing; any other bare name must be
+    an existing file or a file name present in one of those folders.
     """
     name = str(name_or_path)
+    if isinstance(name_or_path, Path) or Path(name).parent != Path("."):
+        path = Path(name_or_path)
+        if path.is_file():
+            return path
+        problem = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
+        raise CheckpointNotFoundError(f"checkpoint {name} {problem}")
     official = official_name(name)
     if official is None and Path(name).is_file():
         return Path(name)
-    if official is None and Path(name).parent != Path("."):
-        raise CheckpointNotFoundError(f"checkpoint file not found: {name}")
     dirs = search_dirs(host_dirs)
     found = find_checkpoint(official or name, dirs)
     if found is not None:

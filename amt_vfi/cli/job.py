@@ -86,7 +86,8 @@ class JobSettings:
         if self.checkpoint is None:
             return resolve_checkpoint(f"{self.model}.pth")
         if not self.checkpoint.is_file():
-            raise InputError(f"--checkpoint {self.checkpoint} does not exist")
+            problem = "is a folder, not a checkpoint file" if self.checkpoint.is_dir() else "does not exist"
+            raise InputError(f"--checkpoint {self.checkpoint} {problem}")
         return self.checkpoint
 
     def engine(self) -> Interpolator:
