@@ -186,6 +186,12 @@ def test_existing_output_is_kept_without_overwrite(clip24: Path, tmp_path: Path,
     _fails([str(clip24), "-o", str(out)], capsys, str(out), "--overwrite")
     assert out.read_bytes() == b"precious"
     _fails([str(clip24), "-o", str(clip24), "--overwrite"], capsys, "is the input")
+    (tmp_path / "shot").mkdir()
+    frames = _folder(tmp_path / "shot" / "frames", [pattern(i, 32, 32) for i in range(2)])
+    (tmp_path / "shot" / "notes.txt").write_text("keep me")
+    _fails([str(frames), "-o", str(tmp_path / "shot"), "--overwrite"], capsys, "holding the input", "frames")
+    assert sorted(p.name for p in frames.iterdir()) == ["f0.png", "f1.png"]
+    assert (tmp_path / "shot" / "notes.txt").read_text() == "keep me"
 
 
 def test_missing_checkpoint_says_where_to_put_it(

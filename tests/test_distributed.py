@@ -172,6 +172,11 @@ def test_an_interrupted_job_resumes_with_only_the_missing_chunks(
     written = read_folder(out)
     assert all(np.array_equal(written[name], reference[name]) for name in reference)
 
+    finished = _manifest(out)
+    other_settings = JobSettings(timing=Timing(multiplier=3))
+    with pytest.raises(AmtVfiError, match="already exists"):  # another job for the same output is refused ...
+        interpolate_distributed(scenes, out, other_settings, workers=2, chunk_frames=CHUNK)
+    assert _manifest(out) == finished  # ... and leaves this one's record alone
     again = interpolate_distributed(scenes, out, workers=2, chunk_frames=CHUNK)
     assert again.workers == [] and again.clips[0].computed == 0  # verified complete: Ray is not even used
 
@@ -236,3 +241,9 @@ def test_a_one_clip_job_raises_its_error(tmp_path: Path) -> None:
     settings = JobSettings(timing=Timing(multiplier=3))
     with pytest.raises(AmtVfiError, match="does not exist"):
         interpolate_distributed(tmp_path / "missing.mp4", tmp_path / "o.mp4", settings)
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=4, size=SIZE)
+    (tmp_path / "taken.mp4").write_bytes(b"someone else's")
+    with pytest.raises(AmtVfiError, match="already exists"):
+        interpolate_distributed(clip, tmp_path / "taken.mp4", settings)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "taken.mp4"]  # no manifest, no work folder

@@ -121,9 +121,15 @@ class JobSettings:
 
 
 def check_output(input_path: Path, output: Path, overwrite: bool) -> None:
-    """Refuse to write over the input, or over an existing output without `overwrite`."""
+    """Refuse to write over the input (or a folder holding it), or over an existing output without
+    `overwrite`."""
     if input_path.exists() and output.resolve() == input_path.resolve():
         raise InputError(f"OUTPUT {output} is the input; choose another path")
+    if input_path.exists() and input_path.resolve().is_relative_to(output.resolve()):
+        raise InputError(
+            f"OUTPUT {output} is a folder holding the input {input_path}; replacing it would delete the input, "
+            "choose another path"
+        )
     check_destination(output.absolute(), overwrite)
 
 

@@ -216,9 +216,9 @@ class _Run:
     # -- clip states ------------------------------------------------------------------------------
 
     def fail(self, clip: _Clip, message: str) -> None:
-        """Record why a clip has no output; a one-clip job stops right here with that error."""
+        """Record why a clip has no output; a one-clip job stops right here with that error. The manifest
+        is not written for it: a job refused before any work leaves an earlier job's record as it was."""
         clip.report.error = message
-        self.manifest.save()
         if self.single:
             raise AmtVfiError(message)
 
@@ -439,9 +439,6 @@ def interpolate_distributed(
     single = len(clip_inputs) == 1 and clip_outputs[0] == output
     clips = _prepare(clip_inputs, clip_outputs, work_path(output), settings, single)
     manifest = Manifest.load(manifest_path(output), settings_key(settings, settings.resolve_model()))
-    if manifest.restarted:
-        log.warning("the settings changed since %s was written; starting the job over", manifest.path)
-        shutil.rmtree(work_path(output), ignore_errors=True)
     run = _Run(
         clips, settings, manifest, chunk_frames=chunk_frames, overwrite=overwrite, single=single, on_chunk=on_chunk
     )
@@ -449,6 +446,9 @@ def interpolate_distributed(
         if not clip.failed:
             clip.entry = manifest.clip(clip.report.input, clip.report.output)
             run.resume(clip)
+    if manifest.restarted and run.queue:  # only now: a refused job leaves the earlier one's work alone
+        log.warning("the settings changed since %s was written; starting the job over", manifest.path)
+        shutil.rmtree(work_path(output), ignore_errors=True)
     names: list[str] = []
     if run.queue:
         ray = _import_ray()
