@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -226,6 +228,23 @@ def test_failure_mid_run_leaves_no_partial_output(
     assert main([str(clip24), "-o", str(out), "-q"]) == 130
     assert "interrupted; no output was written" in capsys.readouterr().err
     assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_sigterm_ends_like_ctrl_c_and_leaves_nothing(tmp_path: Path) -> None:
+    clip = tmp_path / "long.mp4"
+    make_clip(clip, frames=120, size=(320, 240), audio_codec=None)
+    out = tmp_path / "out" / "long_2x.mp4"
+    out.parent.mkdir()
+    job = subprocess.Popen(
+        [sys.executable, "-m", "amt_vfi", str(clip), "-o", str(out), "-q"], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not any(out.parent.iterdir()) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the temporary output exists: the job is writing frames
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 130 and "interrupted; no output was written" in err and "Traceback" not in err
+    assert list(out.parent.iterdir()) == []
 
 
 def test_command_line_entry_point_runs_without_traceback(tmp_path: Path) -> None:

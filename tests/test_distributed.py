@@ -105,6 +105,15 @@ def test_batch_inputs_are_list_files_and_folders_of_videos(tmp_path: Path, scene
     assert expand_batch(listing) == [tmp_path / "a2.mp4", tmp_path / "b.mp4"]
 
 
+def test_a_folder_of_images_and_videos_is_refused(tmp_path: Path, capsys) -> None:
+    frames = write_folder(tmp_path / "frames", [scene_frame(i, (), *SIZE) for i in range(3)])
+    (frames / "preview.mp4").write_bytes(b"")
+    assert main([str(frames), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "holds both images and videos (preview.mp4, ...)" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
+
+
 def test_usage_errors(tmp_path: Path, scenes: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     with pytest.raises(SystemExit) as caught:
         main([str(scenes), "-o", str(tmp_path / "out"), "--workers", "2"])

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -244,12 +248,36 @@ def run_on_ray(args: argparse.Namespace, input_path: Path) -> int:
     return 1 if report.failed else 0
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _terminate_like_ctrl_c() -> Iterator[None]:
+    """`kill`, `timeout` and `docker stop` send SIGTERM, which would end the process on the spot and leave
+    the temporary output behind; while the job runs it unwinds the way Ctrl-C does instead."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     input_path = _input_path(args, parser)
-    on_ray = _uses_ray(args, input_path, parser)
+    with _terminate_like_ctrl_c():
+        return _run_job(args, input_path, parser)
+
+
+def _run_job(args: argparse.Namespace, input_path: Path, parser: argparse.ArgumentParser) -> int:
+    on_ray = False
     try:
+        on_ray = _uses_ray(args, input_path, parser)
         if on_ray:
             return run_on_ray(args, input_path)
         report = run(args, input_path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..media import VIDEO_EXTENSIONS, is_video_output
-from ..media.images import natural_key
+from ..media.images import list_images, natural_key
 from ..media.video import CONTAINER_FORMATS
 
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
@@ -22,10 +22,19 @@ def _videos_in(folder: Path) -> list[Path]:
 
 def is_batch(path: Path) -> bool:
     """A list file (.txt, .lst, .list), or a folder holding video files, names many clips; any other
-    folder is one clip made of images."""
+    folder is one clip made of images. A folder holding both is refused rather than guessed at."""
     if path.is_file():
         return path.suffix.lower() in LIST_SUFFIXES
-    return path.is_dir() and bool(_videos_in(path))
+    if not path.is_dir():
+        return False
+    videos = _videos_in(path)
+    if videos and list_images(path):
+        raise InputError(
+            f"{path} holds both images and videos ({videos[0].name}, ...), so it is neither one clip of images "
+            "nor a folder of clips: move the videos (or the images) into a folder of their own, or list the "
+            "clips in a .txt file"
+        )
+    return bool(videos)
 
 
 def _read_list(path: Path) -> list[Path]:
