@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 from media_helpers import make_clip, pattern, psnr, stream_summary
-from PIL import Image
+from PIL import Image, ImageOps
 
 from amt_vfi.media import (
     FrameSink,
@@ -23,6 +23,7 @@ from amt_vfi.media import (
     open_sink,
     open_source,
 )
+from amt_vfi.media.images import image_size, read_image
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +205,31 @@ def test_image_folder_natural_order_and_modes(tmp_path: Path) -> None:
     assert np.array_equal(frames[2][..., 0], frames[2][..., 2])  # grey spread over three channels
     assert np.array_equal(frames[4], frames[2])  # LA: alpha dropped, grey kept
     assert psnr(frames[6], base) > 30
+
+
+@pytest.mark.parametrize("suffix", [".png", ".webp"])  # decoded by FFmpeg / by Pillow
+def test_exif_orientation_turns_frames_upright(tmp_path: Path, suffix: str) -> None:
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    stored = pattern(0, 40, 30)  # 40 wide, 30 high as stored in the file
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(stored).save(folder / f"f{orientation}{suffix}", exif=exif, lossless=True)
+    for orientation in range(1, 9):
+        path = folder / f"f{orientation}{suffix}"
+        with Image.open(path) as image:
+            upright = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        frame = read_image(path)
+        assert np.array_equal(frame, upright) and frame.flags.writeable, orientation
+        assert image_size(path) == (frame.shape[1], frame.shape[0]), orientation
+    sideways = tmp_path / "sideways"
+    sideways.mkdir()
+    for name in ("f1.png", "f6.png"):
+        (sideways / name).write_bytes((folder / f"f6{suffix}").read_bytes())
+    with open_source(sideways) as source:  # sizes from the header agree with the decoded frames
+        assert (source.info.width, source.info.height) == (30, 40)
+        assert [frame.shape for frame in source.frames()] == [(40, 30, 3)] * 2
 
 
 def test_16_bit_png_round_trip_is_exact(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Folders of numbered images as frame sources and sinks.
 
 PNG and TIFF are decoded with FFmpeg's image decoders because Pillow reduces 16-bit colour images to
-8 bits; the other formats (JPEG, WebP, BMP) only hold 8-bit data and go through Pillow. Output frames
+8 bits; the other formats (JPEG, WebP, BMP) only hold 8-bit data and go through Pillow. Frames are turned
+upright by their EXIF orientation (phone and camera pictures), as image viewers show them. Output frames
 are PNGs named ``frame_000000.png``, ``frame_000001.png``, ... (six digits, zero-based, so the number is
 the frame index; more digits appear past 999999 and natural sorting keeps the order).
 """
@@ -67,24 +68,49 @@ def _decode_with_ffmpeg(data: bytes, decoder: str) -> np.ndarray:
     return frame.to_ndarray(format=rgb_format(16 if is_high_bit_depth(frame.format) else 8))
 
 
+_EXIF_ORIENTATION = 0x0112
+_SIDEWAYS = (5, 6, 7, 8)  # orientations whose upright picture swaps width and height
+
+
+def _orientation(image: Image.Image) -> int:
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    return orientation if orientation in range(1, 9) else 1
+
+
+def _upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """The picture as it is meant to be seen (what Pillow's `ImageOps.exif_transpose` does)."""
+    turned = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, k=-1),
+        7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+        8: lambda a: np.rot90(a, k=1),
+    }.get(orientation)
+    return pixels if turned is None else np.ascontiguousarray(turned(pixels))
+
+
 def read_image(path: Path) -> np.ndarray:
-    """Decode one image to H x W x 3 RGB, uint16 for 16-bit files and uint8 otherwise; alpha is dropped."""
+    """Decode one image to H x W x 3 RGB, upright, uint16 for 16-bit files and uint8 otherwise; alpha is
+    dropped."""
     with translate_errors(UnreadableInputError, f"Cannot read image {path}; is the file damaged?"):
         data = path.read_bytes()
-        decoder = _FFMPEG_DECODERS.get(data[:4])
-        if decoder is not None:
-            return _decode_with_ffmpeg(data, decoder)
         with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"))
+            orientation = _orientation(image)
+            decoder = _FFMPEG_DECODERS.get(data[:4])
+            pixels = _decode_with_ffmpeg(data, decoder) if decoder else np.array(image.convert("RGB"))
+        return _upright(pixels, orientation)
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
+    """(width, height) of the upright picture, from the file header, without decoding the pixels."""
     with (
         translate_errors(UnreadableInputError, f"Cannot read image {path}; is the file damaged?"),
         Image.open(path) as image,
     ):
-        return image.size
+        width, height = image.size
+        return (height, width) if _orientation(image) in _SIDEWAYS else (width, height)
 
 
 def convert_depth(frame: np.ndarray, bit_depth: int) -> np.ndarray:
