@@ -175,11 +175,21 @@ def test_usage_errors_name_the_option(tmp_path: Path, capsys) -> None:
         (["--multiplier", "1"], "--multiplier: must be 2 or more"),
         (["--model", "amt-xl"], "choose from 'amt-g', 'amt-l', 'amt-s', 'gopro_amt-s'"),
         (["--fps", "fast"], "--fps: 'fast' is not a frame rate"),
+        (["--scene-threshold", "-1"], "--scene-threshold: must be above 0 and at most 1"),
+        (["--scene-threshold", "nan"], "--scene-threshold: 'nan' is not a number"),
+        (["--dedup", "5"], "--dedup: must be at least 0 and below 1"),
+        (["--crf", "-5"], "--crf: must be 0 (lossless) to 63"),
+        (["--scale", "inf"], "--scale: 'inf' is not a number"),
     ):
         with pytest.raises(SystemExit) as caught:
             main(["in.mp4", "-o", str(tmp_path / "o.mp4"), *argv])
         assert caught.value.code == 2
         assert needle in capsys.readouterr().err
+
+
+def test_input_fps_is_for_image_folders(clip24: Path, tmp_path: Path, capsys) -> None:
+    _fails([str(clip24), "-o", str(tmp_path / "o.mp4"), "--input-fps", "10"], capsys, "--input-fps", "is a video")
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "o.mp4").exists()
 
 
 def test_existing_output_is_kept_without_overwrite(clip24: Path, tmp_path: Path, capsys) -> None:

@@ -101,7 +101,14 @@ class JobSettings:
         )
 
     def open_source(self, path: Path) -> FrameSource:
-        return open_source(path, fps=self.input_fps)
+        source = open_source(path, fps=self.input_fps)
+        if self.input_fps is not None and source.info.is_video:
+            source.close()
+            raise InputError(
+                f"--input-fps sets the rate of an image-folder input, but {path} is a video, whose rate comes "
+                "from the file (changing it would put the sound out of step); leave --input-fps out"
+            )
+        return source
 
     def open_output(self, path: Path, source: FrameSource, *, overwrite: bool, with_audio: bool = True) -> FrameSink:
         """The sink for `source`'s interpolated frames; chunks leave the audio to the final remux."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import signal
 import sys
 import threading
@@ -57,11 +58,35 @@ def _multiplier(text: str) -> int:
     return value
 
 
-def _scale(text: str) -> float:
+def _number(text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (use e.g. 0.5)") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (use e.g. 0.5)")
+    return value
+
+
+def _cut_threshold(text: str) -> float:
+    value = _number(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1 (lower finds more cuts), got {text}")
+    return value
+
+
+def _repeat_threshold(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1 (higher finds more repeats), got {text}")
+    return value
+
+
+def _crf(text: str) -> int:
+    value = _whole(text)
+    if not 0 <= value <= 63:
+        raise argparse.ArgumentTypeError(f"must be 0 (lossless) to 63 (H.264 and H.265 stop at 51), got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,22 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--checkpoint", type=Path, help="use this checkpoint file (.pth or .safetensors)")
     model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
     model.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help="auto: fp16 on CUDA, else fp32")
-    model.add_argument("--scale", type=_scale, default=1.0, help="network resolution factor, e.g. 0.5 for 4K")
+    model.add_argument("--scale", type=_number, default=1.0, help="network resolution factor, e.g. 0.5 for 4K")
     model.add_argument("--correlation", default="auto", choices=CORRELATION_MODES, help="default auto (by memory)")
     media = parser.add_argument_group("input and output")
     media.add_argument("--input-fps", type=_rate, help="frame rate of an image-folder input (default 24)")
-    media.add_argument("--crf", type=int, default=18, help="video quality, lower is better (default 18)")
+    media.add_argument("--crf", type=_crf, default=18, help="video quality, lower is better (default 18)")
     media.add_argument("--codec", default="libx264", help="video codec (default libx264; e.g. libx265, ffv1)")
     media.add_argument(
         "--scene-threshold",
-        type=float,
+        type=_cut_threshold,
         default=DEFAULT_CUT_THRESHOLD,
         help=f"cut detection sensitivity, 0..1; lower finds more cuts (default {DEFAULT_CUT_THRESHOLD})",
     )
     media.add_argument("--no-scene-detect", action="store_true", help="interpolate across scene cuts too")
     media.add_argument(
         "--dedup",
-        type=float,
+        type=_repeat_threshold,
         nargs="?",
         const=DEFAULT_DUPLICATE_THRESHOLD,
         metavar="THRESHOLD",
