@@ -269,6 +269,32 @@ def test_unreadable_input(tmp_path: Path) -> None:
         open_source(fake)
 
 
+def _cut_short(clip: Path, path: Path, keep: float) -> Path:
+    """`clip` with its index moved to the front (as streaming MP4s have it), then only its first `keep`
+    of the bytes: what an interrupted download leaves."""
+    whole = path.with_name("whole.mp4")
+    with av.open(str(clip)) as source, av.open(str(whole), "w", options={"movflags": "faststart"}) as target:
+        video = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = video
+                target.mux(packet)
+    data = whole.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+@pytest.mark.parametrize("frames", [30, 150])  # found while probing / while decoding
+def test_a_video_cut_short_is_reported_as_incomplete(tmp_path: Path, frames: int) -> None:
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=frames, size=(96, 64), audio_codec=None)
+    short = _cut_short(clip, tmp_path / "short.mp4", 0.6)
+    expected = f"short.mp4 is incomplete: its header lists {frames} frames"
+    with pytest.raises(UnreadableInputError, match=expected), open_source(short) as source:
+        for _ in source.frames():
+            pass
+
+
 @pytest.mark.parametrize("count", [0, 1])
 def test_too_few_images(tmp_path: Path, count: int) -> None:
     for index in range(count):

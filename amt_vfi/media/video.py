@@ -132,6 +132,16 @@ def _is_variable(stamps: list[int], time_base: Fraction, fps: Fraction) -> bool:
     return any(abs((b - a) * time_base - period) > period / 2 for a, b in pairwise(stamps))
 
 
+def _check_complete(path: Path, listed: int, found: int) -> None:
+    """Refuse a file with fewer frames than its header lists (a copy or download cut short); one frame of
+    slack, since some muxers count a frame that carries no picture."""
+    if found + 1 < listed:
+        raise UnreadableInputError(
+            f"{path} is incomplete: its header lists {listed} frames but it holds only {found} (a download or "
+            "copy cut short?); get the whole file again"
+        )
+
+
 def _rotation(frame: av.VideoFrame, tag: str | None) -> int:
     """Counter-clockwise display rotation in 0..359 from the display matrix, else the ``rotate`` tag."""
     degrees = getattr(frame, "rotation", 0) or tag or 0
@@ -151,6 +161,8 @@ def probe_video(path: Path, fps: Fraction | None = None) -> tuple[SourceInfo, Co
         rate = _frame_rate(stream, stamps, path)
         variable = bool(stamps and stream.time_base) and _is_variable(stamps, stream.time_base, rate)
         whole_file = scanned is not None and len(scanned) < VFR_SAMPLE + REORDER_MARGIN
+        if whole_file and stream.frames:
+            _check_complete(path, stream.frames, len(scanned))
         frame_count = stream.frames or (len(scanned) if whole_file else None)
         has_audio = bool(container.streams.audio)
         rotate_tag = stream.metadata.get("rotate")
@@ -198,9 +210,13 @@ class VideoSource(FrameSource):
         with _open_input(self.path) as container:
             stream = _video_stream(container, self.path)
             stream.thread_type = "AUTO"
+            decoded = 0
             with translate_errors(UnreadableInputError, f"Cannot decode {self.path}; the file may be damaged"):
                 for frame in self._decoded_from(container, stream, start_index):
                     yield frame.to_ndarray(format=pixel_format)
+                    decoded += 1
+            if self.info.frame_count and start_index < self.info.frame_count:
+                _check_complete(self.path, self.info.frame_count, start_index + decoded)
 
     def _decoded_from(
         self, container: InputContainer, stream: VideoStream, start_index: int
