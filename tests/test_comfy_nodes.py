@@ -377,6 +377,7 @@ def test_fewer_than_two_frames_is_a_clear_error(nodes, errors, count: int) -> No
         (torch.rand(8, 8, 3), "N x H x W x C"),
         (torch.rand(2, 8, 8, 2), "C = 3"),
         (torch.rand(2, 3, 8, 8)[:, :, :, :2], "N x H x W x C"),
+        (torch.rand(2, 3, 40, 50), r"looks like N x C x H x W; a ComfyUI IMAGE is N x H x W x C"),
         (torch.zeros(2, 8, 8, 3, dtype=torch.uint8), "floats"),
         (np.zeros((2, 8, 8, 3), dtype=np.float32), "IMAGE batch"),
     ],

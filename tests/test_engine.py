@@ -92,6 +92,8 @@ def test_bad_inputs_are_refused_clearly(engine: amt_vfi.Interpolator) -> None:
     good = torch.rand(32, 32, 3)
     with pytest.raises(InputError, match="H x W x C image tensor with C >= 3"):
         engine.interpolate_pair(torch.rand(32, 32), good, [0.5])
+    with pytest.raises(InputError, match=r"frame0 has shape \(3, 32, 40\), which looks like C x H x W"):
+        engine.interpolate_pair(torch.rand(3, 32, 40), torch.rand(3, 32, 40), [0.5])
     with pytest.raises(InputError, match="one size"):
         engine.interpolate_pair(good, torch.rand(32, 40, 3), [0.5])
     with pytest.raises(InputError, match="strictly between 0 and 1"):

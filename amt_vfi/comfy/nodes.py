@@ -14,6 +14,7 @@ import torch
 
 from ..engine import Interpolator, PlannedFrame, frames_in_order, multiplier_plan, schedule_plan, skip_predicate
 from ..engine.devices import PRECISION_CHOICES
+from ..engine.interpolator import looks_channels_first
 from ..engine.padding import alignment_for
 from ..engine.plan import SkipPredicate, plan_groups
 from ..errors import InputError
@@ -170,6 +171,11 @@ def check_frames(frames: object) -> torch.Tensor:
         raise InputError(
             f"frames must be an IMAGE batch N x H x W x C with C = 3 (RGB) or 4 (RGBA), got shape "
             f"{tuple(frames.shape)}; use an image node's output (e.g. Load Image, VAE Decode, Load Video)"
+        )
+    if looks_channels_first(frames.shape):
+        raise InputError(
+            f"frames have shape {tuple(frames.shape)}, which looks like N x C x H x W; a ComfyUI IMAGE is "
+            "N x H x W x C (use frames.permute(0, 2, 3, 1))"
         )
     if frames.shape[0] < 2:
         raise InputError(

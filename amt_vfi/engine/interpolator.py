@@ -31,10 +31,21 @@ CPU_BATCH_BYTES = 256 << 20
 _MOST_QUEUED = 2
 
 
+def looks_channels_first(shape: Sequence[int]) -> bool:
+    """A ... x C x H x W picture passed where ... x H x W x C is expected (1, 3 or 4 "rows", more than 4
+    "channels"): no real picture is 3 pixels high with dozens of channels."""
+    return len(shape) >= 3 and shape[-3] in (1, 3, 4) and shape[-1] > 4
+
+
 def _check_frame(frame: torch.Tensor, name: str) -> None:
     if not isinstance(frame, torch.Tensor) or frame.dim() != 3 or frame.shape[-1] < 3:
         shape = tuple(frame.shape) if isinstance(frame, torch.Tensor) else type(frame).__name__
         raise InputError(f"{name} must be an H x W x C image tensor with C >= 3, got {shape}")
+    if looks_channels_first(frame.shape):
+        raise InputError(
+            f"{name} has shape {tuple(frame.shape)}, which looks like C x H x W; frames are H x W x C "
+            "(use frame.permute(1, 2, 0))"
+        )
     if not frame.is_floating_point():
         raise InputError(f"{name} must hold floats in [0, 1], got dtype {frame.dtype}")
 
