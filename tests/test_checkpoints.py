@@ -11,7 +11,7 @@ import torch
 
 import amt_vfi
 from amt_vfi.checkpoints import store
-from amt_vfi.errors import CheckpointError, CheckpointNotFoundError
+from amt_vfi.errors import CheckpointError, CheckpointNotFoundError, InputError
 
 
 def test_official_pth_loads_with_variant_from_keys(amt_s_path: Path, tmp_path: Path) -> None:
@@ -37,6 +37,11 @@ def test_bare_state_dict_and_safetensors_load_identically(amt_s_path: Path, tmp_
 def test_load_model_honours_dtype(amt_s_path: Path) -> None:
     model = amt_vfi.load_model(amt_s_path, device="cpu", dtype=torch.bfloat16)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    with pytest.raises(InputError, match="dtype must be torch.float32, torch.float16 or torch.bfloat16, got 'fp16'"):
+        amt_vfi.load_model(amt_s_path, dtype="fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="device 'cuda' was asked for but this PyTorch sees no CUDA GPU"):
+            amt_vfi.load_model(amt_s_path, device="cuda")
 
 
 class _RunsCode:

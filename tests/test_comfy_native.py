@@ -189,6 +189,8 @@ def test_nan_frames_are_refused(pack, patcher) -> None:
     images[1, 0, 5, 5] = float("nan")
     with pytest.raises(pack.amt_vfi.errors.InputError, match="NaN or infinite"):
         patcher.model.forward_multi_timestep(images[:1], images[1:], [0.5])
+    with pytest.raises(pack.amt_vfi.errors.InputError, match="time steps must be numbers from 0 to 1"):
+        patcher.model.forward_multi_timestep(images[:1], images[:1], [float("nan")])
 
 
 def test_precision_choices(pack, loader) -> None:

@@ -360,6 +360,8 @@ def test_float_to_int_and_text_schedule(nodes, errors) -> None:
     assert schedule == [4.0, 2.5, 1.0, 0.0]
     with pytest.raises(errors.InputError, match="'a' is not a number"):
         nodes.NODE_CLASS_MAPPINGS["VFI Schedule From Text"]().parse("4, a")
+    with pytest.raises(errors.InputError, match="schedule must be text such as '4, 2, 2, 1', got NoneType"):
+        nodes.NODE_CLASS_MAPPINGS["VFI Schedule From Text"]().parse(None)
 
 
 # -- bad input --------------------------------------------------------------------------------------
@@ -429,6 +431,7 @@ def test_multiplier_accepts_numpy_tensor_tuple_and_whole_float(nodes, blend) -> 
         ({"correlation": "sparse"}, "correlation must be one of"),
         ({"scale_factor": 0.3}, "Allowed scale_factor values"),
         ({"clear": 0}, "clear_cache_after_n_frames must be at least 1"),
+        ({"clear": 1.5}, "clear_cache_after_n_frames is 1.5, not a whole number; use e.g. 1 or 10"),
     ],
 )
 def test_bad_options_are_clear_errors(nodes, errors, blend, options: dict, message: str) -> None:

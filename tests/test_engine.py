@@ -104,6 +104,14 @@ def test_bad_inputs_are_refused_clearly(engine: amt_vfi.Interpolator) -> None:
         engine.interpolate_pair(bad, good, [0.5])
     with pytest.raises(InputError, match="at least 2 frames"):
         amt_vfi.multiplier_plan(1, 2)
+    with pytest.raises(InputError, match=r"timesteps must be a list of numbers in \(0, 1\), e.g. \[0.5\], got 0.5"):
+        engine.interpolate_pair(good, good, 0.5)
+    with pytest.raises(InputError, match="timesteps must be a list of numbers"):
+        engine.interpolate_pair(good, good, ["half"])
+    with pytest.raises(InputError, match="frame0 is empty"):
+        engine.interpolate_pair(torch.rand(0, 0, 3), torch.rand(0, 0, 3), [0.5])
+    with pytest.raises(InputError, match="scale factor must be a number in"):
+        amt_vfi.Interpolator(engine.model, scale_factor="0.5")
 
 
 class _CountingFrames:
@@ -176,6 +184,11 @@ def test_schedule_and_skip_plans_follow_the_seed_formulas() -> None:
         amt_vfi.schedule_plan(n, [2, -2])
     with pytest.raises(InputError, match="every multiplier in the schedule is 0"):
         amt_vfi.schedule_plan(n, [0, 0, 0, 0])
+    assert amt_vfi.multiplier_plan(n, 3.0) == amt_vfi.multiplier_plan(n, 3)
+    with pytest.raises(InputError, match="multiplier must be a whole number, got 2.5"):
+        amt_vfi.multiplier_plan(n, 2.5)
+    with pytest.raises(InputError, match="multiplier schedule entry 1 must be a whole number, got '2'"):
+        amt_vfi.schedule_plan(n, [2, "2"])
 
 
 def test_retime_plan_hits_originals_and_keeps_duration() -> None:
@@ -258,7 +271,7 @@ def test_models_are_cached_per_file_device_and_dtype(amt_s_path: Path, monkeypat
 def test_unavailable_device_is_explained(amt_s_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    with pytest.raises(InputError, match="no CUDA GPU is available"):
+    with pytest.raises(InputError, match="this PyTorch sees no CUDA GPU; use the device .cpu. or .auto."):
         amt_vfi.Interpolator(amt_s_path, device="cuda")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError, CheckpointNotFoundError
+from ..errors import CheckpointError, CheckpointNotFoundError, InputError
 from ..network import AMT, VariantSpec, detect_variant, state_dict_shapes
 from .files import written_atomically
 
@@ -130,6 +130,11 @@ def verify_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path) -> 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> AMT:
     """An AMT network in eval mode with the weights of `path`; the variant is read from the weights."""
+    from ..engine.devices import resolve_device  # imported here: the engine imports this module
+
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise InputError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}")
+    device = resolve_device(device)
     state_dict = read_state_dict(path)
     spec = verify_state_dict(state_dict, path)
     model = AMT(spec)

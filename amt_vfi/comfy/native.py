@@ -21,6 +21,8 @@ replication, centred) and to the network's minimum size, so core's node gives th
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -104,6 +106,8 @@ class AMTFrameInterpolationModel(nn.Module):
                 "expected two 1 x C x H x W frames (C >= 3) of one size, "
                 f"got {tuple(img0.shape)} and {tuple(img1.shape)}"
             )
+        if any(math.isnan(t) for t in times):
+            raise InputError(f"time steps must be numbers from 0 to 1, got {times}")
         channels, height, width = img0.shape[1:]
         out = torch.empty((len(times), channels, height, width), dtype=torch.float32, device=img0.device)
         inside = [i for i, t in enumerate(times) if 0.0 < t < 1.0]
@@ -233,6 +237,6 @@ class AMTModelLoader:
         else:
             dtype = resolve_precision(precision, load_device)
         adapter = AMTFrameInterpolationModel(
-            load_model(path, device=offload, dtype=dtype), correlation=correlation, scale_factor=float(scale_factor)
+            load_model(path, device=offload, dtype=dtype), correlation=correlation, scale_factor=scale_factor
         )
         return (host.wrap_model(adapter, load_device, offload),)

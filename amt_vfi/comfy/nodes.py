@@ -107,7 +107,8 @@ def skip_function(states: object) -> SkipPredicate | None:
 # -- multiplier and schedules ----------------------------------------------------------------------
 
 
-def _whole_number(value: object, what: str) -> int:
+def _whole_number(value: object, what: str, fix: str = "convert float schedules with a 'VFI FloatToInt' node") -> int:
+    """`value` (an int, a whole float or a one-element tensor) as an int; `fix` says what to do otherwise."""
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
     if isinstance(value, bool):
@@ -118,9 +119,7 @@ def _whole_number(value: object, what: str) -> int:
         number = float(value)
         if math.isfinite(number) and number.is_integer():
             return int(number)
-        raise InputError(
-            f"{what} is {value!r}, not a whole number; convert float schedules with a 'VFI FloatToInt' node"
-        )
+        raise InputError(f"{what} is {value!r}, not a whole number; {fix}")
     raise InputError(f"{what} must be a whole number, got {type(value).__name__} {value!r}")
 
 
@@ -210,7 +209,7 @@ def interpolate_frames(
     """What "AMT VFI" computes: the seed node's frames, order and count (see AMT-SPEC 6.4-6.6)."""
     frames = check_frames(frames)
     plan = build_plan(frames.shape[0], parse_multiplier(multiplier), skip_function(interpolation_states))
-    clear_every = _whole_number(clear_cache_after_n_frames, "clear_cache_after_n_frames")
+    clear_every = _whole_number(clear_cache_after_n_frames, "clear_cache_after_n_frames", "use e.g. 1 or 10")
     if clear_every < 1:
         raise InputError(f"clear_cache_after_n_frames must be at least 1, got {clear_every}")
     try:
@@ -463,8 +462,10 @@ class VFIScheduleFromText:
         }
 
     def parse(self, schedule: str) -> tuple[list[float]]:
+        if not isinstance(schedule, str):
+            raise InputError(f"schedule must be text such as '4, 2, 2, 1', got {type(schedule).__name__} {schedule!r}")
         values: list[float] = []
-        for piece in _text_pieces(schedule if isinstance(schedule, str) else ""):
+        for piece in _text_pieces(schedule):
             try:
                 value = float(piece)
             except ValueError:

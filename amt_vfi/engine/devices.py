@@ -21,9 +21,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
+        raise InputError(
+            f"device {device!r} was asked for but this PyTorch sees no CUDA GPU; use the device 'cpu' or 'auto'"
+        )
     if device == "mps" and not torch.backends.mps.is_available():
-        raise InputError("device 'mps' was asked for but MPS is not available; use --device cpu or auto")
+        raise InputError("device 'mps' was asked for but MPS is not available; use the device 'cpu' or 'auto'")
     try:
         return torch.device(device)
     except RuntimeError:

@@ -48,10 +48,15 @@ def _check_frame(frame: torch.Tensor, name: str) -> None:
         )
     if not frame.is_floating_point():
         raise InputError(f"{name} must hold floats in [0, 1], got dtype {frame.dtype}")
+    if frame.shape[0] < 1 or frame.shape[1] < 1:
+        raise InputError(f"{name} is empty ({frame.shape[0]} x {frame.shape[1]} pixels)")
 
 
 def _check_times(timesteps: Sequence[float]) -> list[float]:
-    times = [float(t) for t in timesteps]
+    try:
+        times = [float(t) for t in timesteps]
+    except (TypeError, ValueError):
+        raise InputError(f"timesteps must be a list of numbers in (0, 1), e.g. [0.5], got {timesteps!r}") from None
     for t in times:
         if not 0.0 < t < 1.0:
             raise InputError(f"time steps must lie strictly between 0 and 1 (0 and 1 are the inputs), got {t}")
@@ -92,6 +97,7 @@ class Interpolator:
         if max_batch is not None and max_batch < 1:
             raise InputError(f"max_batch must be at least 1, got {max_batch}")
         alignment_for(scale_factor)
+        scale_factor = float(scale_factor)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         if autotune and self.device.type == "cuda":

@@ -34,6 +34,13 @@ def _check_frame_count(frame_count: int) -> None:
         raise InputError(f"interpolation needs at least 2 frames, got {frame_count}")
 
 
+def _whole(value: object, what: str) -> int:
+    """`value` as an int when it is a whole number (2 or 2.0), else a clear error naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise InputError(f"{what} must be a whole number, got {value!r}")
+    return int(value)
+
+
 def _pair_frames(pair: int, multiplier: int, skip: SkipPredicate | None) -> Iterator[PlannedFrame]:
     yield PlannedFrame(pair)
     if skip is None or not skip(pair):
@@ -45,6 +52,7 @@ def multiplier_plan(frame_count: int, multiplier: int, skip: SkipPredicate | Non
     """Every pair gets `multiplier - 1` frames at times j / multiplier, unless `skip(pair)`; the last
     input frame closes the sequence (the seed node's order)."""
     _check_frame_count(frame_count)
+    multiplier = _whole(multiplier, "multiplier")
     if multiplier < 1:
         raise InputError(f"multiplier must be at least 1, got {multiplier}")
     plan = [item for pair in range(frame_count - 1) for item in _pair_frames(pair, multiplier, skip)]
@@ -64,6 +72,7 @@ def schedule_plan(
     _check_frame_count(frame_count)
     pairs = frame_count - 1
     values = [*multipliers[:pairs], *[2] * max(0, pairs - len(multipliers))]
+    values = [_whole(value, f"multiplier schedule entry {pair}") for pair, value in enumerate(values)]
     for pair, value in enumerate(values):
         if value < 0:
             raise InputError(f"multiplier schedule entry {pair} is {value}: entries must be 0 or more")
