@@ -11,6 +11,7 @@ import importlib
 import os
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Protocol
 
 import torch
 
@@ -91,12 +92,16 @@ def throw_if_interrupted() -> None:
         raise mm.InterruptProcessingException()
 
 
+class Progress(Protocol):
+    def update(self, value: int) -> None: ...
+
+
 class _NoProgress:
     def update(self, value: int) -> None:
         """Outside ComfyUI nobody watches the node's progress."""
 
 
-def progress_bar(total: int):
+def progress_bar(total: int) -> Progress:
     """`comfy.utils.ProgressBar(total)` inside ComfyUI (the bar on the node), else a silent counter."""
     utils = host_module("comfy.utils")
     if utils is not None and hasattr(utils, "ProgressBar"):
@@ -104,7 +109,7 @@ def progress_bar(total: int):
     return _NoProgress()
 
 
-def wrap_model(model: torch.nn.Module, load_device: torch.device, offload: torch.device):
+def wrap_model(model: torch.nn.Module, load_device: torch.device, offload: torch.device) -> Any:
     """A `comfy.model_patcher.ModelPatcher` around `model` (what core's FRAME_INTERPOLATION_MODEL is),
     or a minimal object with the attributes core's FrameInterpolate reads outside ComfyUI."""
     patcher = host_module("comfy.model_patcher")

@@ -22,6 +22,8 @@ replication, centred) and to the network's minimum size, so core's node gives th
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -89,7 +91,7 @@ class AMTFrameInterpolationModel(nn.Module):
         return torch.cat([self._frames_at(img0[i : i + 1], img1[i : i + 1], [times[i]], None) for i in range(rows)])
 
     def forward_multi_timestep(
-        self, img0: torch.Tensor, img1: torch.Tensor, timesteps, cache: dict | None = None
+        self, img0: torch.Tensor, img1: torch.Tensor, timesteps: Sequence[float], cache: dict | None = None
     ) -> torch.Tensor:
         """All `timesteps` between one pair (1 x C x H x W each) -> T x C x H x W, encoding the pair once.
         With several pairs, the result is pair-major (all times of pair 0 first)."""
@@ -228,7 +230,10 @@ class AMTModelLoader:
             },
         }
 
-    def load(self, ckpt_name: str, precision: str = "auto", correlation: str = "auto", scale_factor: float = 1.0):
+    def load(
+        self, ckpt_name: str, precision: str = "auto", correlation: str = "auto", scale_factor: float = 1.0
+    ) -> tuple[Any]:
+        """The checkpoint as core's FRAME_INTERPOLATION_MODEL (a ModelPatcher inside ComfyUI)."""
         path = models.resolve(ckpt_name)
         load_device = host.torch_device()
         offload = host.offload_device()

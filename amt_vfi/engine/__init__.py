@@ -18,7 +18,6 @@ from .scene import (
     DEFAULT_CUT_THRESHOLD,
     DEFAULT_DUPLICATE_THRESHOLD,
     cut_detector,
-    cut_score,
     distinct_frames,
     duplicate_score,
 )
@@ -31,7 +30,6 @@ __all__ = [
     "PlannedFrame",
     "cached_model",
     "cut_detector",
-    "cut_score",
     "distinct_frames",
     "duplicate_score",
     "frames_in_order",

@@ -3,7 +3,7 @@ repeated frames (animation on twos, padded frame rates) can be left out and inte
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -29,17 +29,13 @@ def _cut_features(frame: torch.Tensor) -> tuple[torch.Tensor, float]:
 
 
 def _score(first: tuple[torch.Tensor, float], second: tuple[torch.Tensor, float]) -> float:
+    """0 for the same picture, about 1 for unrelated pictures: 1 - correlation of the thumbnails / 2, plus
+    the change in mean brightness. Camera motion scores low, an edit high."""
     correlation = float((first[0] * second[0]).mean())
     return (1.0 - correlation) / 2.0 + abs(first[1] - second[1])
 
 
-def cut_score(frame0: torch.Tensor, frame1: torch.Tensor) -> float:
-    """0 for the same picture, about 1 for unrelated pictures: 1 - correlation of the thumbnails / 2,
-    plus the change in mean brightness. Camera motion scores low, an edit high."""
-    return _score(_cut_features(frame0), _cut_features(frame1))
-
-
-def cut_detector(threshold: float = DEFAULT_CUT_THRESHOLD):
+def cut_detector(threshold: float = DEFAULT_CUT_THRESHOLD) -> Callable[[torch.Tensor, torch.Tensor], bool]:
     """A predicate `(frame0, frame1) -> bool` for the interpolator's `is_cut`.
 
     Streams ask about consecutive pairs, so the second frame of one call is usually the first of the
