@@ -227,7 +227,7 @@ def test_many_clips_finish_around_a_corrupt_one(local_ray, tmp_path: Path, capsy
     assert stream_summary(out / "a.mp4")["audio_codec"] == "aac"
 
 
-@pytest.mark.parametrize(("name", "codec"), [("out.mkv", "ffv1"), ("out.mp4", "libx264")])
+@pytest.mark.parametrize(("name", "codec"), [("out.mkv", "ffv1"), ("out.mp4", "libx264"), ("out.mkv", "libx264")])
 def test_video_output_matches_the_single_process_output(
     local_ray, one_thread, tmp_path: Path, name: str, codec: str
 ) -> None:

@@ -320,6 +320,9 @@ class _Run:
         except AmtVfiError as error:
             self.fail(clip, str(error))
             return
+        except Exception as error:  # unforeseen: it fails this clip, not every other clip of the job
+            self.fail(clip, f"joining the chunks of {report.output} failed ({type(error).__name__}: {error})")
+            return
         clip.entry["done"] = fingerprint(report.output, len(clip.plan))
         self.manifest.save()
         shutil.rmtree(clip.work, ignore_errors=True)

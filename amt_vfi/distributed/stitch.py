@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -37,7 +37,30 @@ def _frames(timestamp: int, time_base: Fraction, fps: Fraction) -> int:
     return round(timestamp * time_base * fps)
 
 
+def _video_packets(path: Path) -> Iterator[av.Packet]:
+    with av.open(str(path)) as chunk:
+        yield from (packet for packet in chunk.demux(chunk.streams.video[0]) if packet.size)
+
+
+def _decode_times(parts: Sequence[Part], fps: Fraction) -> Iterator[int]:
+    """Decode timestamps (in output frames) for the packets of all chunks, in file order.
+
+    Matroska keeps none where frames are reordered, so they are made up the way encoders make them: the
+    presentation times in sorted order, all moved back by the largest reordering delay, so that no frame
+    is decoded after it is shown and the times keep increasing from one chunk to the next.
+    """
+    shown = [
+        part.first_output + _frames(packet.pts, packet.time_base, fps)
+        for part in parts
+        for packet in _video_packets(part.path)
+    ]
+    ordered = sorted(shown)
+    delay = max((first - late for first, late in zip(ordered, shown, strict=True)), default=0)
+    return (time - delay for time in ordered)
+
+
 def _remux(parts: Sequence[Part], temp: Path, container: str, fps: Fraction, audio_from: Path | None) -> None:
+    decode_times = _decode_times(parts, fps)
     with av.open(str(parts[0].path)) as first, av.open(str(temp), "w", format=container) as out:
         stream = out.add_stream_from_template(first.streams.video[0])  # codec, size, colour, rotation
         frame_base = 1 / fps  # packets are stamped in frames; the muxer may pick a finer time base
@@ -46,19 +69,16 @@ def _remux(parts: Sequence[Part], temp: Path, container: str, fps: Fraction, aud
         audio = AudioCarrier(out, audio_from) if audio_from is not None else None
         try:
             for part in parts:
-                with av.open(str(part.path)) as chunk:
-                    for packet in chunk.demux(chunk.streams.video[0]):
-                        if not packet.size:
-                            continue
-                        base = packet.time_base
-                        packet.pts = part.first_output + _frames(packet.pts, base, fps)
-                        packet.dts = part.first_output + _frames(packet.dts, base, fps)
-                        packet.duration = _frames(packet.duration or 0, base, fps)
-                        packet.time_base = frame_base
-                        packet.stream = stream
-                        out.mux(packet)
-                        if audio is not None:
-                            audio.mux_until(out, packet_time(packet))
+                for packet in _video_packets(part.path):
+                    base = packet.time_base
+                    packet.pts = part.first_output + _frames(packet.pts, base, fps)
+                    packet.dts = next(decode_times)
+                    packet.duration = _frames(packet.duration or 0, base, fps)
+                    packet.time_base = frame_base
+                    packet.stream = stream
+                    out.mux(packet)
+                    if audio is not None:
+                        audio.mux_until(out, packet_time(packet))
             if audio is not None:
                 audio.mux_until(out, None)
         finally:
