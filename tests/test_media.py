@@ -140,6 +140,22 @@ def test_audio_reencoded_when_container_cannot_hold_it(clip: tuple[Path, list[np
     assert abs(summary["ends"]["audio"] - 1.0) < 0.15
 
 
+def test_pcm_without_speaker_names_is_copied_into_mp4(tmp_path: Path) -> None:
+    source = tmp_path / "camera.mkv"  # Matroska stores a channel count, not the speakers
+    make_clip(source, frames=12, size=(64, 48), audio_codec="pcm_s16le")
+    with av.open(str(source)) as container:
+        assert container.streams.audio[0].layout.name == "2 channels"
+    out = tmp_path / "out.mp4"
+    write_all(
+        open_sink(out, fps=Fraction(24), width=64, height=48, audio_from=source),
+        [pattern(i, 64, 48) for i in range(12)],
+    )
+    summary = stream_summary(out)
+    assert summary["audio_codec"] == "pcm_s16le" and abs(summary["ends"]["audio"] - 0.5) < 0.1
+    with av.open(str(out)) as container:
+        assert container.streams.audio[0].layout.name == "stereo"
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
 def test_ntsc_rate_round_trip(tmp_path: Path, suffix: str) -> None:
     rate = Fraction(30000, 1001)

@@ -37,6 +37,19 @@ def _supported_rate(codec: av.Codec, rate: int) -> int:
     return next((candidate for candidate in rates if candidate > rate), rates[-1])
 
 
+# The usual speaker layout for a channel count, for streams that do not name theirs.
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+def _named_layout(stream: av.audio.AudioStream) -> av.AudioLayout | str:
+    """The stream's channel layout, or the usual one for its channel count when it names no speakers (PCM
+    in Matroska or AVI): MP4 cannot store a layout without names and fails only when the file is closed."""
+    layout = stream.layout
+    if any(channel.name == "NONE" for channel in layout.channels):
+        return _DEFAULT_LAYOUTS.get(stream.channels, layout)
+    return layout
+
+
 def packet_time(packet: av.Packet) -> Fraction:
     """Decoding time of a packet in seconds, for interleaving."""
     timestamp = packet.dts if packet.dts is not None else packet.pts
@@ -72,11 +85,14 @@ class AudioCarrier:
             for stream in streams:
                 name = stream.codec_context.name
                 if name in supported:
-                    self._targets[stream.index] = output.add_stream_from_template(stream)
+                    target = output.add_stream_from_template(stream)
+                    target.codec_context.layout = _named_layout(stream)
+                    self._targets[stream.index] = target
                 elif fallback in supported:
                     log.info("re-encoding %s audio from %s to %s", name, source, fallback)
                     rate = _supported_rate(av.Codec(fallback, "w"), stream.rate)
-                    self._targets[stream.index] = output.add_stream(fallback, rate=rate, layout=stream.layout)
+                    layout = _named_layout(stream)
+                    self._targets[stream.index] = output.add_stream(fallback, rate=rate, layout=layout)
                     self._transcoded.add(stream.index)
                 else:
                     log.warning("output container cannot hold audio; dropping the audio of %s", source)
