@@ -187,6 +187,19 @@ def test_usage_errors_name_the_option(tmp_path: Path, capsys) -> None:
         assert needle in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("rotation", [90, -90])
+def test_a_rotated_video_becomes_upright_images(tmp_path: Path, rotation: int) -> None:
+    clip = tmp_path / "phone.mp4"
+    make_clip(clip, frames=3, size=(64, 48), audio_codec=None, rotation=rotation)
+    with av.open(str(clip)) as container:
+        stored = next(container.decode(video=0)).to_ndarray(format="rgb24")  # 48 x 64, as recorded
+    out = tmp_path / "frames"
+    assert main([str(clip), "-o", str(out), "-q"]) == 0
+    first = np.asarray(Image.open(out / "frame_000000.png"))
+    assert first.shape == (64, 48, 3)  # upright: 48 wide, 64 high
+    assert np.array_equal(first, np.rot90(stored, rotation // 90))  # counter-clockwise, as players turn it
+
+
 def test_input_fps_is_for_image_folders(clip24: Path, tmp_path: Path, capsys) -> None:
     _fails([str(clip24), "-o", str(tmp_path / "o.mp4"), "--input-fps", "10"], capsys, "--input-fps", "is a video")
     assert _leftovers(tmp_path) == [] and not (tmp_path / "o.mp4").exists()

@@ -24,7 +24,7 @@ from .errors import (
     UnsupportedOutputError,
 )
 from .images import OUTPUT_PATTERN, ImageFolderSink, ImageFolderSource
-from .video import DEFAULT_CODEC, VideoSink, VideoSource
+from .video import DEFAULT_CODEC, VideoSink, VideoSource, display_rotation
 
 __all__ = [
     "DEFAULT_CODEC",
@@ -94,14 +94,18 @@ def open_sink(
 ) -> FrameSink:
     """Create the writer for ``path``: a video for video extensions, else a folder of numbered PNGs.
 
-    ``audio_from`` and ``metadata_from`` only apply to video outputs (folders have nowhere to keep them);
-    ``metadata_from`` may be the open :class:`VideoSource` itself, which spares probing the file again.
+    ``audio_from`` only applies to video outputs. ``metadata_from`` gives a video output the rotation and
+    colour tags of that video; a folder output, which has nowhere to keep a rotation tag, gets its frames
+    turned upright instead. It may be the open :class:`VideoSource` itself, which spares probing the file.
     Raises :class:`OutputExistsError` when ``path`` exists (an empty folder does not count) and
     ``overwrite`` is false.
     """
     target = _absolute(path)
     if not is_video_output(target):
-        return ImageFolderSink(target, width=width, height=height, bit_depth=bit_depth, overwrite=overwrite)
+        rotation = display_rotation(metadata_from) if metadata_from is not None else 0
+        return ImageFolderSink(
+            target, width=width, height=height, bit_depth=bit_depth, overwrite=overwrite, rotation=rotation
+        )
     return VideoSink(
         target,
         fps=fps,

@@ -179,18 +179,26 @@ def encode_png(frame: np.ndarray) -> bytes:
 
 
 class ImageFolderSink(FrameSink):
-    """Writes numbered PNGs into a temp folder that replaces the destination folder at the end."""
+    """Writes numbered PNGs into a temp folder that replaces the destination folder at the end.
 
-    def __init__(self, folder: Path, *, width: int, height: int, bit_depth: int, overwrite: bool) -> None:
+    `rotation` (counter-clockwise degrees, a multiple of 90) is the display rotation of a source video:
+    a picture file has no such tag, so the frames are turned upright as they are written.
+    """
+
+    def __init__(
+        self, folder: Path, *, width: int, height: int, bit_depth: int, overwrite: bool, rotation: int = 0
+    ) -> None:
         super().__init__(folder, width=width, height=height, bit_depth=bit_depth, overwrite=overwrite, directory=True)
+        self._quarter_turns = round(rotation / 90) % 4
 
     def _open(self) -> None:
         """Nothing to open: each frame is its own file."""
 
     def _write(self, frame: np.ndarray) -> None:
         target = self._temp / OUTPUT_PATTERN.format(self.frames_written)
+        upright = np.ascontiguousarray(np.rot90(frame, self._quarter_turns)) if self._quarter_turns else frame
         with translate_errors(OutputWriteError, f"Cannot write {target.name} for output {self.path}"):
-            target.write_bytes(encode_png(frame))
+            target.write_bytes(encode_png(upright))
 
     def _finish(self) -> None:
         """Every frame is already on disk."""

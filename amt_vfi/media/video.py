@@ -257,6 +257,26 @@ def _seek_to(container: InputContainer, stream: VideoStream, target: int, earlie
     yield from decoded
 
 
+def _metadata_of(source: str | Path | VideoSource) -> tuple[SourceInfo, ColorInfo] | None:
+    """What an open source already knows, else what probing the file finds; None for a folder or a file
+    that cannot be probed (logged: metadata is never worth failing a job for)."""
+    if isinstance(source, VideoSource):
+        return source.info, source.color
+    if Path(source).is_dir():
+        return None
+    try:
+        return probe_video(Path(source))
+    except (MediaError, *LIBRARY_ERRORS) as exc:
+        log.warning("not copying the metadata of %s: %s", source, exc)
+        return None
+
+
+def display_rotation(source: str | Path | VideoSource) -> int:
+    """The counter-clockwise display rotation of a video (0 when it has none or cannot be read)."""
+    metadata = _metadata_of(source)
+    return metadata[0].rotation if metadata is not None else 0
+
+
 def choose_pixel_format(codec: av.Codec, bit_depth: int) -> str:
     """The encoder pixel format for ``codec``: see ``_PIXEL_FORMATS``, else the codec's first format."""
     supported = [fmt.name for fmt in codec.video_formats or ()]
@@ -341,18 +361,10 @@ class VideoSink(FrameSink):
         return stream
 
     def _copy_metadata(self, source: Path | VideoSource) -> None:
-        """Best effort: rotation and colour tags of ``source``; problems are logged, never raised. An open
-        source already knows them, so only a path is probed."""
-        if isinstance(source, VideoSource):
-            self._apply_metadata(source.info.rotation, source.color)
-            return
-        if source.is_dir():
-            return
-        try:
-            info, color = probe_video(source)
-            self._apply_metadata(info.rotation, color)
-        except (MediaError, *LIBRARY_ERRORS) as exc:
-            log.warning("not copying the metadata of %s: %s", source, exc)
+        """Best effort: rotation and colour tags of ``source``; problems are logged, never raised."""
+        metadata = _metadata_of(source)
+        if metadata is not None:
+            self._apply_metadata(metadata[0].rotation, metadata[1])
 
     def _apply_metadata(self, rotation: int, color: ColorInfo) -> None:
         stream = self._stream
