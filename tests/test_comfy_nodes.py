@@ -512,6 +512,13 @@ def test_cancel_is_honoured_between_pairs(nodes, blend, fake_comfy) -> None:
     assert len(blend) == 2
 
 
+def test_cancel_is_honoured_inside_a_pair_with_many_time_steps(nodes, fake_comfy) -> None:
+    fake_comfy.interrupt_after = 2  # the check before the pair, then one between decoder batches
+    with pytest.raises(fake_comfy.InterruptProcessingException):
+        vfi(nodes, torch.rand(2, 32, 32, 3), 41)  # 40 new frames: 5 batches of 8
+    assert fake_comfy.interrupt_checks == 3
+
+
 def test_output_is_the_one_preallocated_tensor(nodes, blend, monkeypatch: pytest.MonkeyPatch) -> None:
     allocated = []
     real_allocate = nodes._allocate_output

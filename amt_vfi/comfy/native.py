@@ -186,7 +186,8 @@ class AMTFrameInterpolationModel(nn.Module):
                     cache[_PAIR_CACHE_KEY] = (img0, img1, (img0._version, img1._version), mode, features)
             height, width = img0.shape[-2:]
             out = torch.empty((len(times), 3, height, width), dtype=torch.float32, device=device)
-            for start, frames in decode_in_batches(self.amt.decode, features, times, batch, padding):
+            batches = decode_in_batches(self.amt.decode, features, times, batch, padding, host.throw_if_interrupted)
+            for start, frames in batches:
                 out[start : start + frames.shape[0]] = frames
         return out
 

@@ -222,7 +222,12 @@ def interpolate_frames(
         raise InputError(f"{error}. Allowed scale_factor values: {SCALE_FACTORS_HINT}") from None
     device = host.torch_device()
     interpolator = Interpolator(
-        models.resolve(ckpt_name), device=device, precision=precision, correlation=correlation, scale_factor=scale
+        models.resolve(ckpt_name),
+        device=device,
+        precision=precision,
+        correlation=correlation,
+        scale_factor=scale,
+        between_batches=host.throw_if_interrupted,  # Cancel also inside a pair with many time steps
     )
     height, width = frames.shape[1:3]
     output = _allocate_output(len(plan), height, width)

@@ -75,7 +75,9 @@ class Interpolator:
     process: it turns on cuDNN autotuning on a GPU and, on a CPU, keeps freed memory in the process for
     reuse for frames up to 1080p (`keep_freed_memory`), both process-wide. Without it, `run` keeps freed
     memory only while the stream runs. The attribute `overlap` (on for CUDA) lets `run` queue the next
-    pair before handing out the frames of the last one.
+    pair before handing out the frames of the last one. `between_batches` is called before each decoder
+    call after a pair's first; raising from it stops the work (the ComfyUI node's Cancel), so a pair with
+    many time steps need not be finished first.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class Interpolator:
         compile: bool = False,
         autotune: bool = False,
         checkpoint_dirs: Iterable[str | Path] = (),
+        between_batches: Callable[[], None] | None = None,
     ) -> None:
         check_correlation(correlation)
         if max_batch is not None and max_batch < 1:
@@ -121,6 +124,7 @@ class Interpolator:
         self._last_prepared: tuple[torch.Tensor, Padding, torch.Tensor, torch.Tensor] | None = None
         self._streaming = False
         self.scale_factor = scale_factor
+        self.between_batches = between_batches
         self.max_batch = max_batch or 8
         # Streams queue the next pair before handing out the last one's frames, so a GPU computes while
         # the results come back and the caller consumes them; a CPU has nothing to overlap.
@@ -196,7 +200,8 @@ class Interpolator:
                 time_steps=len(times),
             )
             host, output_finite = None, []
-            for start, frames in decode_in_batches(self._decode, features, times, batch, padding):
+            batches = decode_in_batches(self._decode, features, times, batch, padding, self.between_batches)
+            for start, frames in batches:
                 frames = frames.permute(0, 2, 3, 1)
                 output_finite.append(torch.isfinite(frames).all())
                 if host is None:
@@ -293,11 +298,15 @@ def decode_in_batches(
     times: Sequence[float],
     batch: int,
     padding: Padding,
+    between_batches: Callable[[], None] | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Frames of one encoded pair at `times`, `batch` time steps per decoder call: pairs of (index of the
-    first time in the call, its N x 3 x H x W frames cropped back to the input size)."""
+    first time in the call, its N x 3 x H x W frames cropped back to the input size). `between_batches`
+    runs before every call but the first (it may raise to stop)."""
     device = features.mean.device
     for start in range(0, len(times), batch):
+        if start and between_batches is not None:
+            between_batches()
         embt = torch.tensor(times[start : start + batch], dtype=torch.float32, device=device).view(-1, 1, 1, 1)
         yield start, padding.crop(decode(features, embt))
 
