@@ -200,6 +200,13 @@ def test_a_rotated_video_becomes_upright_images(tmp_path: Path, rotation: int) -
     assert np.array_equal(first, np.rot90(stored, rotation // 90))  # counter-clockwise, as players turn it
 
 
+def test_a_codec_the_container_cannot_hold_is_refused_before_any_work(clip24: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out.mov"
+    expected = "Codec ffv1 cannot be stored in .mov files"
+    _fails([str(clip24), "-o", str(out), "--codec", "ffv1"], capsys, expected, "out.mov")
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
 def test_input_fps_is_for_image_folders(clip24: Path, tmp_path: Path, capsys) -> None:
     _fails([str(clip24), "-o", str(tmp_path / "o.mp4"), "--input-fps", "10"], capsys, "--input-fps", "is a video")
     assert _leftovers(tmp_path) == [] and not (tmp_path / "o.mp4").exists()

@@ -23,6 +23,7 @@ from media_helpers import make_clip, stream_summary
 from amt_vfi.cli import main
 from amt_vfi.cli.job import JobSettings, Timing
 from amt_vfi.distributed import choose_boundaries, expand_batch, interpolate_distributed, is_batch, make_chunks
+from amt_vfi.distributed.manifest import settings_key
 from amt_vfi.engine import multiplier_plan, retime_plan
 from amt_vfi.errors import AmtVfiError
 
@@ -103,6 +104,20 @@ def test_batch_inputs_are_list_files_and_folders_of_videos(tmp_path: Path, scene
     assert is_batch(tmp_path) and is_batch(listing) and not is_batch(scenes)
     assert [p.name for p in expand_batch(tmp_path)] == ["a2.mp4", "a10.mp4", "b.mp4", "c.mkv"]
     assert expand_batch(listing) == [tmp_path / "a2.mp4", tmp_path / "b.mp4"]
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "up.txt").write_text("../a2.mp4\n./b.mp4\n")  # one name per clip, whatever the spelling
+    assert expand_batch(tmp_path / "sub" / "up.txt") == [tmp_path / "a2.mp4", tmp_path / "sub" / "b.mp4"]
+
+
+def test_the_manifest_names_the_checkpoint_the_same_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amt_s_path: Path
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "amt-s.pth").write_bytes(amt_s_path.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    here = settings_key(JobSettings(), Path("amt-s.pth"))
+    monkeypatch.chdir(tmp_path / "a")
+    assert settings_key(JobSettings(), Path("../amt-s.pth")) == here
 
 
 def test_a_folder_of_images_and_videos_is_refused(tmp_path: Path, capsys) -> None:
@@ -256,3 +271,6 @@ def test_a_one_clip_job_raises_its_error(tmp_path: Path) -> None:
     with pytest.raises(AmtVfiError, match="already exists"):
         interpolate_distributed(clip, tmp_path / "taken.mp4", settings)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "taken.mp4"]  # no manifest, no work folder
+    with pytest.raises(AmtVfiError, match=r"Codec ffv1 cannot be stored in \.mov files \(.*/out\.mov\)"):
+        interpolate_distributed(clip, tmp_path / "out.mov", JobSettings(codec="ffv1"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "taken.mp4"]

@@ -23,7 +23,7 @@ from amt_vfi.media import (
     open_sink,
     open_source,
 )
-from amt_vfi.media.images import image_size, read_image
+from amt_vfi.media.images import ImageFolderSource, image_size, read_image
 
 
 @pytest.fixture(scope="module")
@@ -318,6 +318,12 @@ def test_too_few_images(tmp_path: Path, count: int) -> None:
     with pytest.raises(NotEnoughFramesError, match="at least 2 frames") as caught:
         open_source(tmp_path)
     assert str(tmp_path) in str(caught.value)
+
+
+def test_a_folder_of_videos_is_not_taken_for_an_empty_image_folder(tmp_path: Path) -> None:
+    (tmp_path / "a.mp4").write_bytes(b"")
+    with pytest.raises(NotEnoughFramesError, match=r"has no images but holds videos \(a.mp4, ...\)"):
+        ImageFolderSource(tmp_path)
 
 
 def test_single_image_file(tmp_path: Path) -> None:

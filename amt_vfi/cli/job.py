@@ -27,8 +27,9 @@ from ..engine import (
     retime_positions,
 )
 from ..errors import InputError
-from ..media import DEFAULT_CODEC, FrameSink, FrameSource, open_sink, open_source
+from ..media import DEFAULT_CODEC, FrameSink, FrameSource, is_video_output, open_sink, open_source
 from ..media.atomic import check_destination
+from ..media.video import check_video_output
 from .background import BackgroundWriter, prefetch
 
 
@@ -127,9 +128,9 @@ class JobSettings:
         )
 
 
-def check_output(input_path: Path, output: Path, overwrite: bool) -> None:
-    """Refuse to write over the input (or a folder holding it), or over an existing output without
-    `overwrite`."""
+def check_output(input_path: Path, output: Path, overwrite: bool, codec: str = DEFAULT_CODEC) -> None:
+    """Refuse to write over the input (or a folder holding it), over an existing output without
+    `overwrite`, or a video whose container cannot hold `codec` (all before any work)."""
     if input_path.exists() and output.resolve() == input_path.resolve():
         raise InputError(f"OUTPUT {output} is the input; choose another path")
     if input_path.exists() and input_path.resolve().is_relative_to(output.resolve()):
@@ -138,6 +139,8 @@ def check_output(input_path: Path, output: Path, overwrite: bool) -> None:
             "choose another path"
         )
     check_destination(output.absolute(), overwrite)
+    if is_video_output(output):
+        check_video_output(output.absolute(), codec)
 
 
 def to_tensor(frame: np.ndarray) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import InputError
@@ -11,6 +12,12 @@ from ..media.video import CONTAINER_FORMATS
 
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
 BATCH_VIDEO_SUFFIX = ".mp4"
+
+
+def absolute(path: Path) -> Path:
+    """The absolute path with `..` and `.` resolved (symlinks kept), so a clip has one name in the manifest
+    whichever folder the job is started from."""
+    return Path(os.path.abspath(path))
 
 
 def _videos_in(folder: Path) -> list[Path]:
@@ -44,12 +51,12 @@ def _read_list(path: Path) -> list[Path]:
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"Cannot read the list of clips {path} ({error})") from None
     names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    return [(path.parent / Path(name).expanduser()).absolute() for name in names]
+    return [absolute(path.parent / Path(name).expanduser()) for name in names]
 
 
 def expand_batch(path: Path) -> list[Path]:
     """The clips a list file or a folder of videos names, in order."""
-    clips = _read_list(path) if path.is_file() else [entry.absolute() for entry in _videos_in(path)]
+    clips = _read_list(path) if path.is_file() else [absolute(entry) for entry in _videos_in(path)]
     if not clips:
         raise InputError(f"{path} names no clips")
     return clips
@@ -67,7 +74,7 @@ def batch_outputs(clips: list[Path], folder: Path) -> list[Path]:
             name = clip.stem + (suffix if suffix in CONTAINER_FORMATS else BATCH_VIDEO_SUFFIX)
         else:
             name = clip.name
-        output = folder.absolute() / name
+        output = absolute(folder) / name
         if output in outputs:
             raise InputError(f"{outputs[output]} and {clip} would both be written to {output}; rename one")
         outputs[output] = clip

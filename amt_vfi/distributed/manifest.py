@@ -63,7 +63,7 @@ def input_identity(path: Path) -> dict[str, int]:
 def settings_key(settings: JobSettings, checkpoint: Path) -> dict[str, str]:
     """The settings as strings, with the checkpoint actually used, for comparing against a rerun."""
     key = {name: str(value) for name, value in dataclasses.asdict(settings).items()}
-    key["checkpoint"] = f"{checkpoint} ({checkpoint.stat().st_size} bytes)"
+    key["checkpoint"] = f"{checkpoint.resolve()} ({checkpoint.stat().st_size} bytes)"
     return key
 
 

@@ -26,7 +26,7 @@ from ..errors import AmtVfiError, InputError
 from ..media import SourceInfo, is_video_output
 from ..media.atomic import check_destination
 from .chunks import DEFAULT_CHUNK_FRAMES, Chunk, choose_boundaries, make_chunks, scan_ranges
-from .clips import batch_outputs, expand_batch, is_batch
+from .clips import absolute, batch_outputs, expand_batch, is_batch
 from .manifest import Manifest, fingerprint, manifest_path, settings_key, still_matches, work_path
 from .stitch import Part, assemble_folder, stitch_video
 from .worker import ChunkDone, ChunkWorker, DataFault
@@ -395,7 +395,8 @@ def _prepare(
     for input_path, output in zip(inputs, outputs, strict=True):
         clip = _Clip(ClipReport(input_path, output), work_root / output.name)
         try:
-            check_output(input_path, output, overwrite=True)  # an existing output may be this job's, see resume
+            # overwrite=True: an existing output may be this job's (see resume)
+            check_output(input_path, output, overwrite=True, codec=settings.codec)
             with settings.open_source(input_path) as source:
                 clip.info = source.info
                 clip.report.input_frames, clip.plan = plan_for(source, settings.timing)
@@ -433,11 +434,13 @@ def interpolate_distributed(
         raise InputError(f"chunk size must be at least 1 frame, got {chunk_frames}")
     if workers is not None and workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
-    output = Path(output).absolute()
+    output = absolute(Path(output))
     if isinstance(inputs, (str, Path)) and not is_batch(Path(inputs)):
-        clip_inputs, clip_outputs = [Path(inputs).absolute()], [output]
+        clip_inputs, clip_outputs = [absolute(Path(inputs))], [output]
     else:
-        clip_inputs = expand_batch(Path(inputs)) if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
+        clip_inputs = (
+            expand_batch(Path(inputs)) if isinstance(inputs, (str, Path)) else [absolute(Path(p)) for p in inputs]
+        )
         clip_outputs = batch_outputs(clip_inputs, output)
     single = len(clip_inputs) == 1 and clip_outputs[0] == output
     clips = _prepare(clip_inputs, clip_outputs, work_path(output), settings, single)

@@ -21,6 +21,7 @@ from PIL import Image
 
 from .base import (
     IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
     FrameSink,
     FrameSource,
     SourceInfo,
@@ -128,6 +129,12 @@ class ImageFolderSource(FrameSource):
 
     def __init__(self, folder: Path, fps: Fraction | None = None) -> None:
         files = list_images(folder)
+        videos = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS) if not files else []
+        if videos:
+            raise NotEnoughFramesError(
+                f"Input folder {folder} has no images but holds videos ({', '.join(videos[:3])}, ...): give "
+                "each video as an input (a list file can name them), or the folder alone to do every video in it"
+            )
         if len(files) < 2:
             found = "no images" if not files else f"only one image ({files[0].name})"
             kinds = ", ".join(sorted(IMAGE_EXTENSIONS))

@@ -11,6 +11,7 @@ time base.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -292,6 +293,30 @@ def _subsampling(pixel_format: str) -> tuple[int, int]:
     return 64 // min(c.width for c in probe.components), 64 // min(c.height for c in probe.components)
 
 
+def _stored_codec(container: av.container.OutputContainer, codec: str, path: Path) -> str:
+    """The codec the video of `path` is encoded with: `codec`, or for the default one the container's
+    own where the container cannot hold H.264 (WebM)."""
+    if codec == DEFAULT_CODEC and codec not in container.supported_codecs:
+        codec = _NATIVE_CODECS.get(container.format.name, container.default_video_codec)
+    if codec not in container.supported_codecs:
+        raise UnsupportedOutputError(
+            f"Codec {codec} cannot be stored in {path.suffix} files ({path}); pick another codec or container"
+        )
+    return codec
+
+
+def check_video_output(path: Path, codec: str = DEFAULT_CODEC) -> None:
+    """Refuse, before any work, an output `path` whose container is unknown or cannot hold `codec`."""
+    container_format = CONTAINER_FORMATS.get(path.suffix.lower())
+    if container_format is None:
+        known = ", ".join(sorted(CONTAINER_FORMATS))
+        raise UnsupportedOutputError(f"Cannot write {path}: use one of {known} or an output folder for PNGs")
+    if codec not in av.codecs_available:
+        raise UnsupportedOutputError(f"Codec {codec} is not available for {path}; pick another codec")
+    with av.open(io.BytesIO(), "w", format=container_format) as container:
+        _stored_codec(container, codec, path)
+
+
 class VideoSink(FrameSink):
     """Encodes frames into a video container, optionally carrying audio and metadata of another file."""
 
@@ -309,12 +334,8 @@ class VideoSink(FrameSink):
         audio_from: Path | None = None,
         metadata_from: Path | VideoSource | None = None,
     ) -> None:
-        self._format = CONTAINER_FORMATS.get(path.suffix.lower())
-        if self._format is None:
-            known = ", ".join(sorted(CONTAINER_FORMATS))
-            raise UnsupportedOutputError(f"Cannot write {path}: use one of {known} or an output folder for PNGs")
-        if codec not in av.codecs_available:
-            raise UnsupportedOutputError(f"Codec {codec} is not available for {path}; pick another codec")
+        check_video_output(path, codec)
+        self._format = CONTAINER_FORMATS[path.suffix.lower()]
         self.fps = as_rate(fps)
         self._codec, self._crf = codec, crf
         self._audio_from, self._metadata_from = audio_from, metadata_from
@@ -334,14 +355,7 @@ class VideoSink(FrameSink):
             self._audio = AudioCarrier(self._container, self._audio_from)
 
     def _add_video_stream(self, container: av.container.OutputContainer) -> VideoStream:
-        codec = self._codec
-        if codec == DEFAULT_CODEC and codec not in container.supported_codecs:
-            codec = _NATIVE_CODECS.get(self._format, container.default_video_codec)
-        if codec not in container.supported_codecs:
-            raise UnsupportedOutputError(
-                f"Codec {codec} cannot be stored in {self.path.suffix} files ({self.path}); "
-                "pick another codec or container"
-            )
+        codec = _stored_codec(container, self._codec, self.path)
         self._pixel_format = choose_pixel_format(av.Codec(codec, "w"), self.bit_depth)
         step_x, step_y = _subsampling(self._pixel_format)
         self._pad = (-self.height % step_y, -self.width % step_x)
