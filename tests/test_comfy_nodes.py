@@ -397,6 +397,11 @@ def test_nan_or_inf_pixels_are_refused(nodes, errors, bad: float) -> None:
         vfi(nodes, frames)
 
 
+def test_pixel_values_of_0_to_255_are_refused(nodes, errors) -> None:
+    with pytest.raises(errors.InputError, match="frame 0 has pixel values up to 2(55|54)"):
+        vfi(nodes, torch.rand(2, 8, 8, 3) * 255)
+
+
 @pytest.mark.parametrize(
     ("multiplier", "message"),
     [

@@ -10,6 +10,7 @@ import weakref
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import load_golden
@@ -102,6 +103,11 @@ def test_bad_inputs_are_refused_clearly(engine: amt_vfi.Interpolator) -> None:
     bad[3, 3, 1] = float("nan")
     with pytest.raises(InputError, match="NaN or infinite"):
         engine.interpolate_pair(bad, good, [0.5])
+    with pytest.raises(InputError, match=r"pixel values above 2: frames hold values in \[0, 1\]"):
+        engine.interpolate_pair(good * 255, good * 255, [0.5])
+    stream = engine.run(iter(torch.rand(3, 8, 8, 3).mul(255).byte()), amt_vfi.multiplier_plan(3, 1))
+    with pytest.raises(InputError, match="frame 0 must hold floats"):  # even where it is only passed on
+        next(stream)
     with pytest.raises(InputError, match="at least 2 frames"):
         amt_vfi.multiplier_plan(1, 2)
     with pytest.raises(InputError, match=r"timesteps must be a list of numbers in \(0, 1\), e.g. \[0.5\], got 0.5"):
@@ -199,6 +205,20 @@ def test_retime_plan_hits_originals_and_keeps_duration() -> None:
     doubled = retime_plan(24, Fraction(24), Fraction(48))
     assert len(doubled) == 48 and doubled[46] == amt_vfi.PlannedFrame(23) and doubled[47] == amt_vfi.PlannedFrame(23)
     assert all(item.is_original for item in doubled[::2])
+    ntsc = Fraction(24000, 1001), Fraction(60000, 1001)
+    assert retime_plan(11, 24000 / 1001, 60000 / 1001) == retime_plan(11, *ntsc)  # floats mean those rates
+    assert retime_plan(11, *ntsc)[5] == amt_vfi.PlannedFrame(2)
+
+
+def test_plans_take_numpy_and_torch_numbers() -> None:
+    assert amt_vfi.multiplier_plan(3, np.int64(2)) == amt_vfi.multiplier_plan(3, 2)
+    assert (
+        amt_vfi.schedule_plan(3, np.array([2, 3]))
+        == amt_vfi.schedule_plan(3, torch.tensor([2, 3]))
+        == (amt_vfi.schedule_plan(3, [2, 3]))
+    )
+    with pytest.raises(InputError, match="multiplier must be a whole number"):
+        amt_vfi.multiplier_plan(3, torch.tensor([2, 3]))
 
 
 def test_scene_cut_holds_frames_instead_of_blending(engine: amt_vfi.Interpolator) -> None:

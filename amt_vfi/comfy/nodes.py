@@ -14,7 +14,7 @@ import torch
 
 from ..engine import Interpolator, PlannedFrame, frames_in_order, multiplier_plan, schedule_plan, skip_predicate
 from ..engine.devices import PRECISION_CHOICES
-from ..engine.interpolator import looks_channels_first
+from ..engine.interpolator import MOST_PIXEL_VALUE, looks_channels_first
 from ..engine.padding import alignment_for
 from ..engine.plan import SkipPredicate, plan_groups
 from ..errors import InputError
@@ -184,9 +184,15 @@ def check_frames(frames: object) -> torch.Tensor:
     if not frames.is_floating_point():
         raise InputError(f"frames must hold floats in [0, 1] (a ComfyUI IMAGE), got dtype {frames.dtype}")
     for index in range(frames.shape[0]):
-        if not torch.isfinite(frames[index, ..., :3]).all():
+        pixels = frames[index, ..., :3]
+        if not torch.isfinite(pixels).all():
             raise InputError(
                 f"frame {index} contains NaN or infinite pixel values; fix the node that produced the frames"
+            )
+        if pixels.amax() > MOST_PIXEL_VALUE:
+            raise InputError(
+                f"frame {index} has pixel values up to {float(pixels.amax()):g}, but an IMAGE holds values in "
+                "[0, 1]; fix the node that produced the frames"
             )
     return frames
 

@@ -24,6 +24,8 @@ from .padding import Padding, alignment_for, padding_for
 from .plan import PlannedFrame, plan_groups
 
 CutPredicate = Callable[[torch.Tensor, torch.Tensor], bool]
+# Pixels above this are taken for 0..255 values passed as floats (a little above 1 is tolerated: edits).
+MOST_PIXEL_VALUE = 2.0
 # Activations of the time steps decoded together on a CPU (see Interpolator._batch_size).
 CPU_BATCH_BYTES = 256 << 20
 # With `overlap`, groups of the plan waiting behind a pair still being computed (originals of skipped
@@ -168,9 +170,9 @@ class Interpolator:
     # -- one pair -------------------------------------------------------------------------------
 
     def _to_network(self, frame: torch.Tensor, padding: Padding) -> tuple[torch.Tensor, torch.Tensor]:
-        """The frame on the device, padded, and whether its pixels are finite (checked on the device, read
-        later, so no synchronisation here). While streaming, the second frame of a pair is kept for the
-        next pair (the stream hands over the same tensor object)."""
+        """The frame on the device, padded, and whether its pixels are (finite, at most 2) as two booleans
+        (checked on the device, read later, so no synchronisation here). While streaming, the second frame
+        of a pair is kept for the next pair (the stream hands over the same tensor object)."""
         last = self._last_prepared
         if self._streaming and last is not None and last[0] is frame and last[1] == padding:
             return last[2], last[3]
@@ -179,17 +181,17 @@ class Interpolator:
             # From pinned memory the upload runs asynchronously, beside the work already queued.
             source = torch.empty(source.shape, dtype=source.dtype, pin_memory=True).copy_(source)
         image = source.to(self.device, torch.float32, non_blocking=True).permute(2, 0, 1).unsqueeze(0)
-        finite = torch.isfinite(image).all()
+        checks = torch.stack([torch.isfinite(image).all(), image.amax() <= MOST_PIXEL_VALUE])
         image = padding.apply(image)
         image = image.contiguous(memory_format=torch.channels_last) if self.channels_last else image
-        self._last_prepared = (frame, padding, image, finite) if self._streaming else None
-        return image, finite
+        self._last_prepared = (frame, padding, image, checks) if self._streaming else None
+        return image, checks
 
     def _launch(
         self, pair: tuple[torch.Tensor, ...], times: list[float], padding: Padding, mode: str, batch: int
     ) -> _PendingFrames:
         """Queue the work of one pair: encoding, decoding and (from a GPU) the copy back, unsynchronised."""
-        img0, finite0, img1, finite1 = pair
+        img0, checks0, img1, checks1 = pair
         with torch.inference_mode():
             features = self.model.encode(
                 img0,
@@ -207,7 +209,7 @@ class Interpolator:
                 if host is None:
                     host = _host_buffer((len(times), *frames.shape[1:]), self.device)
                 host[start : start + frames.shape[0]].copy_(frames, non_blocking=self.device.type == "cuda")
-        return _PendingFrames(host, _ready_event(self.device), finite0 & finite1, torch.stack(output_finite).all())
+        return _PendingFrames(host, _ready_event(self.device), checks0 & checks1, torch.stack(output_finite).all())
 
     def _launch_pair(self, frame0: torch.Tensor, frame1: torch.Tensor, timesteps: Sequence[float]) -> _PendingFrames:
         """Check a pair and queue its work, halving the batch and then dropping the precomputed correlation
@@ -333,12 +335,12 @@ class _PendingFrames:
         self,
         frames: torch.Tensor | list[torch.Tensor],
         ready: torch.cuda.Event | None = None,
-        inputs_finite: torch.Tensor | None = None,
+        input_checks: torch.Tensor | None = None,
         outputs_finite: torch.Tensor | None = None,
     ) -> None:
         self.frames = frames
         self.ready = ready
-        self.inputs_finite = inputs_finite
+        self.input_checks = input_checks  # (finite, in range) of the pair's pixels
         self.outputs_finite = outputs_finite
 
     @classmethod
@@ -349,8 +351,15 @@ class _PendingFrames:
         """The frames, once the device is done with them; the deferred finiteness checks raise here."""
         if self.ready is not None:
             self.ready.synchronize()
-        if self.inputs_finite is not None and not bool(self.inputs_finite):
-            raise InputError("a frame contains NaN or infinite pixel values; clean the frames before interpolating")
+        if self.input_checks is not None:
+            finite, in_range = self.input_checks.tolist()
+            if not finite:
+                raise InputError("a frame contains NaN or infinite pixel values; clean the frames before interpolating")
+            if not in_range:
+                raise InputError(
+                    f"a frame has pixel values above {MOST_PIXEL_VALUE:g}: frames hold values in [0, 1] "
+                    "(divide 8-bit values by 255)"
+                )
         if self.outputs_finite is not None and not bool(self.outputs_finite):
             raise AmtVfiError("the network produced non-finite values; please report this with the input size")
         return self.frames
@@ -374,6 +383,7 @@ class _FrameWindow:
                 raise InputError(
                     f"the plan needs frame {index} but the input ended after {self._next} frames"
                 ) from None
+            _check_frame(frame, f"frame {self._next}")
             if self._next == index:
                 self._held[self._next] = frame
             self._next += 1

@@ -35,10 +35,15 @@ def _check_frame_count(frame_count: int) -> None:
 
 
 def _whole(value: object, what: str) -> int:
-    """`value` as an int when it is a whole number (2 or 2.0), else a clear error naming `what`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    """`value` as an int when it is a whole number (2, 2.0, a NumPy or one-element torch number), else a
+    clear error naming `what`."""
+    try:
+        number = float(value) if not isinstance(value, (bool, str, bytes)) else math.nan
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several numbers
+        number = math.nan
+    if not number.is_integer():
         raise InputError(f"{what} must be a whole number, got {value!r}")
-    return int(value)
+    return int(number)
 
 
 def _pair_frames(pair: int, multiplier: int, skip: SkipPredicate | None) -> Iterator[PlannedFrame]:
@@ -118,11 +123,17 @@ def retime_plan(frame_count: int, source_fps: Fraction, target_fps: Fraction) ->
     return resample_plan(range(frame_count), retime_positions(frame_count, source_fps, target_fps))
 
 
+def _exact_rate(rate: Fraction | float) -> Fraction:
+    """A frame rate as an exact fraction: a float such as 24000 / 1001 stands for that ratio, not for its
+    binary value (which would put output frames a hair off the input frames they fall on)."""
+    return Fraction(rate).limit_denominator(1_000_000) if isinstance(rate, float) else Fraction(rate)
+
+
 def retime_positions(frame_count: int, source_fps: Fraction, target_fps: Fraction) -> list[Fraction]:
     """The input positions of the output frames at the target rate (see `retime_plan`)."""
     if source_fps <= 0 or target_fps <= 0:
         raise InputError(f"frame rates must be positive, got {source_fps} -> {target_fps}")
-    ratio = Fraction(source_fps) / Fraction(target_fps)
+    ratio = _exact_rate(source_fps) / _exact_rate(target_fps)
     output_count = max(1, math.floor(frame_count / ratio + Fraction(1, 2)))
     return [k * ratio for k in range(output_count)]
 
