@@ -16,13 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("destination", type=Path, help="the .safetensors file to write")
     parser.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
     args = parser.parse_args(argv)
-    if args.destination.exists() and not args.overwrite:
-        print(f"convert: error: {args.destination} exists; use --overwrite to replace it", file=sys.stderr)
-        return 1
     try:
-        spec = convert_to_safetensors(args.source, args.destination)
+        spec = convert_to_safetensors(args.source, args.destination, overwrite=args.overwrite)
     except AmtVfiError as error:
-        print(f"convert: error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {args.destination} ({spec.name})")
     return 0

@@ -1,6 +1,6 @@
 """Peak memory of the CLI on a short and a long clip: streaming means it must not grow with length.
 
-    python benchmarks/bench_cli_memory.py [--frames 20 200] [--size 640x360]
+    python benchmarks/bench_cli_memory.py [--frames 20 200] [--size 360x640]
 
 Each run is `amt-vfi clip.mp4 -o out.mp4 --multiplier 2` in a fresh process on stand-in AMT-S weights;
 prints the peak RSS of each and their ratio.
@@ -44,9 +44,9 @@ def peak_rss_of(arguments: list[str], env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, nargs="+", default=[20, 200])
-    parser.add_argument("--size", default="640x360")
+    parser.add_argument("--size", default="360x640", help="HxW, as the other benchmarks")
     args = parser.parse_args()
-    width, height = (int(v) for v in args.size.split("x"))
+    height, width = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         make_checkpoint("amt-s", work)

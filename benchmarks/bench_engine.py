@@ -5,8 +5,9 @@
     python benchmarks/bench_engine.py --naive --case 720x1280x2:2
 
 A case is HxWxFRAMES:MULTIPLIER. Frames are a smooth random texture moving (3, 5) px per frame (seed 7),
-the same kind of input ../shared/bench/seed_node_run.py times. Prints one line per case:
-'engine|naive case=... seconds=S new_frames=N sec_per_new_frame=X output_fps=F peak_rss_gb=R [peak_cuda_gb=G]'.
+the same kind of input ../shared/bench/seed_node_run.py times. Prints one JSON object per line and case,
+with kind (engine or naive), case, seconds, new_frames, sec_per_new_frame, output_fps, peak_rss_gb
+(and on a GPU peak_cuda_gb and the card's name).
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def main() -> None:
                 rows.append((name, str(report.clips[0].chunks), report.seconds))
         finally:
             ray.shutdown()
-    print(f"{args.frames} frames {width}x{height} -> {output_frames} (x2), {os.cpu_count()} CPUs, device {args.device}")
+    print(f"{args.frames} frames {height}x{width} -> {output_frames} (x2), {os.cpu_count()} CPUs, device {args.device}")
     print(f"local Ray start: {ray_start:.1f} s (not included below)")
     print("| run | chunks | seconds | output frames/s | vs 1 worker |")
     print("|---|---|---|---|---|")

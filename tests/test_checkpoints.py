@@ -190,6 +190,8 @@ def test_convert_command_verifies_and_refuses_to_overwrite(amt_s_path: Path, tmp
     assert "wrote" in capsys.readouterr().out and amt_vfi.load_model(target).spec.name == "amt-s"
     assert main([str(amt_s_path), str(target)]) == 1
     assert "use --overwrite" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="exists; use --overwrite"):
+        amt_vfi.convert_to_safetensors(amt_s_path, target)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"nope")
     assert main([str(junk), str(tmp_path / "j.safetensors")]) == 1

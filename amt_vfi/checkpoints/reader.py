@@ -143,8 +143,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     return model.eval().to(device=device, dtype=dtype)
 
 
-def convert_to_safetensors(source: str | Path, destination: str | Path) -> VariantSpec:
-    """Write a verified `.pth` checkpoint as `.safetensors` (no pickle needed to read it again)."""
+def convert_to_safetensors(source: str | Path, destination: str | Path, overwrite: bool = False) -> VariantSpec:
+    """Write a verified `.pth` checkpoint as `.safetensors` (no pickle needed to read it again); an
+    existing destination is only replaced with `overwrite`."""
     from safetensors.torch import save_file
 
     destination = Path(destination)
@@ -152,6 +153,8 @@ def convert_to_safetensors(source: str | Path, destination: str | Path) -> Varia
         raise CheckpointError(f"the converted file must end in {SAFETENSORS_SUFFIX}, got {destination.name}")
     if Path(source).resolve() == destination.resolve():
         raise CheckpointError(f"{destination} is the checkpoint being converted; write to another file")
+    if destination.exists() and not overwrite:
+        raise CheckpointError(f"{destination} exists; use --overwrite (overwrite=True) to replace it")
     state_dict = read_state_dict(source)
     spec = verify_state_dict(state_dict, source)
     try:

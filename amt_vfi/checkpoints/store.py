@@ -103,9 +103,9 @@ def download_checkpoint(name: str, folder: Path, progress: bool = True) -> Path:
             verify_state_dict(read_state_dict(temp), url)
         return target
     except (urllib.error.URLError, OSError, TimeoutError) as error:
+        elsewhere = "" if os.environ.get(MODELS_ENV) else f" (or in a folder named by ${MODELS_ENV})"
         raise CheckpointNotFoundError(
-            f"could not download {name} from {url} ({error}). Download it by hand and put it in {folder} "
-            f"(or in the folder named by ${MODELS_ENV})"
+            f"could not download {name} from {url} ({error}). Download it by hand and put it in {folder}{elsewhere}"
         ) from None
     except CheckpointError as error:
         raise CheckpointError(f"the download of {name} is not a valid AMT checkpoint: {error}") from None

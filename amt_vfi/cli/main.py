@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import signal
 import sys
 import threading
@@ -28,7 +29,8 @@ EXAMPLES = """examples:
   amt-vfi uhd.mp4 -o uhd_2x.mp4 --scale 0.5         4K: the network works at half resolution
   amt-vfi --demo -o demo_2x.mp4                     try it on the clip that ships with amt-vfi
   amt-vfi film.mkv -o film_2x.mkv --ray             chunks over a local Ray (resumable: rerun it)
-  amt-vfi clips.txt -o smooth/ --ray=auto           many clips on this machine's Ray cluster
+  amt-vfi clips.txt -o smooth/ --ray=auto           many clips (.txt/.lst/.list or a folder of videos)
+                                                    on this machine's Ray cluster
 
 checkpoints are looked up in $AMT_VFI_MODELS, then the user cache (~/.cache/amt-vfi), and
 downloaded there on first use; --checkpoint uses a file directly."""
@@ -234,6 +236,10 @@ def _uses_ray(args: argparse.Namespace, input_path: Path, parser: argparse.Argum
     return False
 
 
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}{'' if number == 1 else 's'}"
+
+
 def run_on_ray(args: argparse.Namespace, input_path: Path) -> int:
     """Chunks (and clips) over Ray workers; failed clips of a many-clip job are listed and make it exit 1."""
     from tqdm import tqdm
@@ -261,9 +267,9 @@ def run_on_ray(args: argparse.Namespace, input_path: Path) -> int:
     if not args.quiet:
         chunks = sum(clip.chunks for clip in report.clips)
         reused = sum(clip.reused for clip in report.clips)
-        workers = f", on {len(report.workers)} Ray workers" if report.workers else ""
-        where = f"({chunks} chunks, {reused} reused from an earlier run{workers})"
-        if len(report.clips) == 1 and report.clips[0].output == args.output.absolute():
+        workers = f", on {_count(len(report.workers), 'Ray worker')}" if report.workers else ""
+        where = f"({_count(chunks, 'chunk')}, {reused} reused from an earlier run{workers})"
+        if len(report.clips) == 1 and report.clips[0].output == Path(os.path.abspath(args.output)):
             clip = report.clips[0]
             job = JobReport(clip.input_frames, clip.output_frames, clip.output_fps, report.seconds, args.output)
             print(f"{_summary(job)} {where}")

@@ -146,7 +146,10 @@ def _connect(ray: Any, address: str | None) -> bool:
         else:
             ray.init(include_dashboard=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as error:
-        raise AmtVfiError(f"Cannot start or reach Ray{f' at {address}' if address else ''}: {error}") from None
+        reason = str(error).split(". ")[0].rstrip(".")  # Ray goes on about flags amt-vfi does not have
+        advice = "start it (ray start --head) or give --ray without an address" if address else "check the Ray install"
+        where = f" at {address}" if address else ""
+        raise AmtVfiError(f"Cannot start or reach Ray{where}: {reason}; {advice}") from None
     return True
 
 

@@ -68,18 +68,25 @@ def _check_times(timesteps: Sequence[float]) -> list[float]:
 class Interpolator:
     """AMT interpolation of frame pairs and frame streams with bounded memory.
 
-    `model` is a loaded `AMT`, a checkpoint path, or a checkpoint name ('amt-s', 'amt-l', 'amt-g',
-    'gopro_amt-s', looked up and downloaded as `resolve_checkpoint` does). `scale_factor` < 1 runs the
-    network at reduced resolution (faster, less detail: 0.5 suits 4K). `correlation` forces the
-    all-pairs volumes or the on-demand lookup; 'auto' precomputes the volumes of the coarse levels where
-    they fit in memory and pay off. `max_batch` bounds how many time steps of one pair are decoded
-    together (default 8, fewer for large frames on a CPU). `autotune` is for callers that own the
-    process: it turns on cuDNN autotuning on a GPU and, on a CPU, keeps freed memory in the process for
-    reuse for frames up to 1080p (`keep_freed_memory`), both process-wide. Without it, `run` keeps freed
-    memory only while the stream runs. The attribute `overlap` (on for CUDA) lets `run` queue the next
-    pair before handing out the frames of the last one. `between_batches` is called before each decoder
-    call after a pair's first; raising from it stops the work (the ComfyUI node's Cancel), so a pair with
-    many time steps need not be finished first.
+    `model` is a loaded `AMT` (used in place: moved to the device, precision and memory layout), a
+    checkpoint path, or a checkpoint name ('amt-s', 'amt-l', 'amt-g', 'gopro_amt-s', looked up in
+    `checkpoint_dirs` and the usual folders and downloaded as `resolve_checkpoint` does). `device` is
+    'auto' (CUDA, then MPS, then the CPU), 'cpu', 'cuda' or 'mps'; `precision` 'auto' (fp16 on CUDA,
+    fp32 elsewhere), 'fp32', 'fp16' or 'bf16'. `scale_factor` < 1 runs the network at reduced
+    resolution (faster, less detail: 0.5 suits 4K). `correlation` forces the all-pairs volumes or the
+    on-demand lookup; 'auto' precomputes the volumes of the coarse levels where they fit in memory and
+    pay off. `memory_budget_bytes` (default: 60% of a GPU's free memory, 2 GiB elsewhere) is what
+    precomputed volumes and batches may take. `max_batch` bounds how many time steps of one pair are
+    decoded together (default 8, fewer for large frames on a CPU). `channels_last` (default on for CPU
+    and CUDA) picks the memory layout of the convolutions; `compile` runs the decoders through
+    `torch.compile`.
+
+    `autotune` is for callers that own the process: it turns on cuDNN autotuning on a GPU and, on a CPU,
+    keeps freed memory in the process for reuse for frames up to 1080p (`keep_freed_memory`), both
+    process-wide. Without it, `run` keeps freed memory only while the stream runs. The attribute
+    `overlap` (on for CUDA) lets `run` queue the next pair before handing out the frames of the last one.
+    `between_batches` is called before each decoder call after a pair's first; raising from it stops
+    the work (the ComfyUI node's Cancel), so a pair with many time steps need not be finished first.
     """
 
     def __init__(
@@ -101,6 +108,8 @@ class Interpolator:
         check_correlation(correlation)
         if max_batch is not None and max_batch < 1:
             raise InputError(f"max_batch must be at least 1, got {max_batch}")
+        if memory_budget_bytes is not None and memory_budget_bytes <= 0:
+            raise InputError(f"memory_budget_bytes must be positive, got {memory_budget_bytes}")
         alignment_for(scale_factor)
         scale_factor = float(scale_factor)
         self.device = resolve_device(device)
@@ -239,7 +248,8 @@ class Interpolator:
         return pending
 
     def interpolate_pair(self, frame0: torch.Tensor, frame1: torch.Tensor, timesteps: Sequence[float]) -> torch.Tensor:
-        """Frames at `timesteps` (each in (0, 1)) between two H x W x C frames -> T x H x W x 3 on the CPU.
+        """Frames at `timesteps` (each in (0, 1)) between two float H x W x C torch frames in [0, 1]
+        (C >= 3; the first three channels are used) -> T x H x W x 3 float32 on the CPU.
 
         The pair is encoded once; on out-of-memory the time-step batch is halved, then the on-demand
         correlation is used, before giving up with advice.
