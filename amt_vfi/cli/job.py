@@ -6,6 +6,7 @@ chunk is the part of it whose pairs start in a range of input frames.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -177,12 +178,19 @@ def render(
     writer = BackgroundWriter(sink.write)
     written = 0
     try:
-        for frame in engine.run(prefetch(tensors), local_plan, is_cut=is_cut):
-            writer.put(to_array(frame, sink.bit_depth))
-            written += 1
-            on_frame()
-    finally:
-        writer.finish()
+        # Closed explicitly, the decode thread stops before the source is closed under it.
+        with (
+            contextlib.closing(prefetch(tensors)) as decoded,
+            contextlib.closing(engine.run(decoded, local_plan, is_cut=is_cut)) as outputs,
+        ):
+            for frame in outputs:
+                writer.put(to_array(frame, sink.bit_depth))
+                written += 1
+                on_frame()
+    except BaseException:
+        writer.finish(discard=True)
+        raise
+    writer.finish()
     return written
 
 

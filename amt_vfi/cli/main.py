@@ -20,6 +20,7 @@ from ..errors import AmtVfiError
 from ..network import CHECKPOINT_VARIANTS, CORRELATION_MODES
 from .job import JobReport, JobSettings, Timing, check_output, frames_at, keyframes_of, plan_for, render
 
+DEBUG_VARIABLE = "AMT_VFI_DEBUG"
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
 EXAMPLES = """examples:
   amt-vfi clip.mp4 -o clip_2x.mp4                   double the frame rate (24 -> 48 fps)
@@ -314,6 +315,15 @@ def _run_job(args: argparse.Namespace, input_path: Path, parser: argparse.Argume
         report = run(args, input_path)
     except AmtVfiError as error:
         print(f"amt-vfi: error: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # a bug: still one line (and no partial output), the details on request
+        if os.environ.get(DEBUG_VARIABLE) == "1":
+            raise
+        print(
+            f"amt-vfi: error: unexpected {type(error).__name__}: {error}. This is a bug in amt-vfi; please report "
+            f"it with the command line ({DEBUG_VARIABLE}=1 shows where it happened)",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         kept = "finished chunks are kept; rerun the same command to resume" if on_ray else "no output was written"

@@ -11,6 +11,8 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +62,27 @@ def discard(temp: Path) -> None:
         temp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM (delivered as soon as the block ends): between the renames of a swap, an
+    interruption would leave neither the old output nor the new one in place. Only the main thread can
+    change signal handlers, and only it receives Python's signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    for number in previous:
+        signal.signal(number, lambda received, frame: held.append(received))
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        if held:
+            signal.raise_signal(held[0])
+
+
 def commit(temp: Path, path: Path, *, overwrite: bool) -> None:
     """Move ``temp`` to ``path``, replacing an existing output only when ``overwrite`` is set.
 
@@ -67,7 +90,10 @@ def commit(temp: Path, path: Path, *, overwrite: bool) -> None:
     folder and vice versa) is first moved aside, so the old output is restored if the swap fails.
     """
     check_destination(path, overwrite)
-    with translate_errors(OutputWriteError, f"Cannot move the finished output into place at {path}"):
+    with (
+        translate_errors(OutputWriteError, f"Cannot move the finished output into place at {path}"),
+        _signals_held(),
+    ):
         same_kind = path.is_file() if temp.is_file() else is_vacant(path)
         if not os.path.lexists(path) or same_kind:
             os.replace(temp, path)
@@ -76,7 +102,7 @@ def commit(temp: Path, path: Path, *, overwrite: bool) -> None:
         os.rename(path, aside / path.name)
         try:
             os.rename(temp, path)
-        except OSError:
+        except BaseException:
             os.rename(aside / path.name, path)
             aside.rmdir()
             raise
