@@ -288,6 +288,36 @@ def test_models_are_cached_per_file_device_and_dtype(amt_s_path: Path, monkeypat
     assert len(loads) == 3
 
 
+def test_allocation_failures_of_every_kind_count_as_out_of_memory() -> None:
+    from amt_vfi.engine.devices import is_out_of_memory
+
+    for message in (
+        "CUDA out of memory. Tried to allocate 2.00 GiB",
+        "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+        "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+        "Invalid buffer size: 9.50 GB",
+        "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory",
+    ):
+        assert is_out_of_memory(RuntimeError(message)), message
+    assert not is_out_of_memory(RuntimeError("Expected all tensors to be on the same device"))
+    assert not is_out_of_memory(ValueError("out of memory"))  # not from torch
+
+
+def test_results_land_in_ordinary_memory_where_pinning_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    from amt_vfi.engine import interpolator
+
+    real_empty = torch.empty
+
+    def no_pinning(*args, pin_memory: bool = False, **kwargs):
+        if pin_memory:
+            raise RuntimeError("CUDA error: out of memory (cudaHostAlloc)")
+        return real_empty(*args, **kwargs)
+
+    monkeypatch.setattr(interpolator.torch, "empty", no_pinning)
+    buffer = interpolator._host_buffer((2, 4, 4, 3), torch.device("cuda"))
+    assert buffer.shape == (2, 4, 4, 3) and buffer.dtype == torch.float32 and not buffer.is_pinned()
+
+
 def test_unavailable_device_is_explained(amt_s_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")

@@ -215,3 +215,43 @@ def test_row_bands_equal_the_whole_frame() -> None:
         banded = in_row_bands(layer, x, halo=6, band_pixels=33 * 10)
     assert banded.shape == whole.shape
     assert (banded - whole).abs().max() <= 1e-5
+
+
+def test_instance_norm_statistics_survive_float16() -> None:
+    from amt_vfi.network.encoders import instance_norm
+
+    x = torch.zeros(1, 2, 64, 64)
+    x[0, 0, 3, 5] = 300.0  # squared, 9e4: beyond float16's largest value (65504)
+    expected = torch.nn.functional.instance_norm(x)
+    half = instance_norm(x.half())
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()
+    assert (half.float() - expected).abs().max() < 0.05
+
+
+def test_flows_stay_float32_in_a_bfloat16_network() -> None:
+    model = AMT(VARIANTS["amt-s"]).eval()
+    model.load_state_dict(standin_state_dict("amt-s"))
+    model.to(torch.bfloat16)
+    generator = torch.Generator().manual_seed(3)
+    img0, img1 = torch.rand(2, 1, 3, 128, 128, generator=generator)
+    with torch.inference_mode():
+        features = model.encode(img0, img1)
+        context = features.context
+        flow0, flow1, feature = model.decoder4(context[3][:1], context[3][1:], torch.full((1, 1, 1, 1), 0.5))
+        assert (flow0.dtype, flow1.dtype, feature.dtype) == (torch.float32, torch.float32, torch.bfloat16)
+        flow0, flow1, feature = model.decoder3(feature, context[2], flow0, flow1)
+        assert (flow0.dtype, feature.dtype) == (torch.float32, torch.bfloat16)
+        frame = model.decode(features, torch.full((1, 1, 1, 1), 0.5))
+    assert frame.dtype == torch.float32 and torch.isfinite(frame).all()
+
+
+def test_cached_constants_serve_inference_and_autograd_alike() -> None:
+    from amt_vfi.network.layers import device_constant, warp
+
+    image = torch.rand(1, 3, 16, 16)
+    with torch.inference_mode():
+        warp(image, torch.zeros(1, 2, 16, 16))  # makes the constants of this size inside inference mode
+    flow = torch.zeros(1, 2, 16, 16, requires_grad=True)
+    warp(image, flow).sum().backward()  # and they still serve autograd
+    assert flow.grad is not None and torch.isfinite(flow.grad).all()
+    assert device_constant([1.0, 2.0], torch.float32, "cpu") is device_constant((1.0, 2.0), torch.float32, "cpu")

@@ -43,14 +43,22 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return PRECISIONS[precision]
 
 
+# How allocation failures read when they are not torch.OutOfMemoryError: cuDNN/cuBLAS workspaces, a Metal
+# buffer above the device's limit, the CPU allocator.
+_OUT_OF_MEMORY_MESSAGES = ("out of memory", "alloc_failed", "invalid buffer size", "can't allocate memory")
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, torch.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
-    )
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and any(text in message for text in _OUT_OF_MEMORY_MESSAGES)
 
 
 def release_cached_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
+        if hasattr(torch._C, "_host_emptyCache"):  # pinned host buffers, which empty_cache keeps
+            torch._C._host_emptyCache()
     elif device.type == "mps":
         torch.mps.empty_cache()

@@ -16,6 +16,7 @@ import torch
 from ..checkpoints import resolve_checkpoint
 from ..errors import AmtVfiError, InputError
 from ..network import AMT, CorrelationMode, PairFeatures
+from ..network.layers import device_constant
 from .cpu_memory import KEEP_FREED_MEMORY_PIXELS, freed_memory_kept, keep_freed_memory
 from .devices import release_cached_memory, resolve_device, resolve_precision
 from .memory import check_correlation, correlation_budget, default_budget, with_memory_fallback
@@ -149,6 +150,13 @@ class Interpolator:
         self._last_prepared = None
         release_cached_memory(self.device)
 
+    def _network_on_device(self) -> None:
+        """Back on this engine's device if it (or another engine sharing the cached network) offloaded it."""
+        weights = self.model.comb_block[0].weight.device
+        index = self.device.index
+        if weights.type != self.device.type or (index is not None and weights.index != index):
+            self.model.to(self.device)
+
     # -- sizing ---------------------------------------------------------------------------------
 
     def _budget(self) -> int:
@@ -188,8 +196,10 @@ class Interpolator:
         source = frame[..., :3]
         if self.device.type == "cuda" and not source.is_cuda:
             # From pinned memory the upload runs asynchronously, beside the work already queued.
-            source = torch.empty(source.shape, dtype=source.dtype, pin_memory=True).copy_(source)
-        image = source.to(self.device, torch.float32, non_blocking=True).permute(2, 0, 1).unsqueeze(0)
+            source = _host_buffer(source.shape, self.device, source.dtype).copy_(source)
+        # Asynchronous only from pinned memory to CUDA: elsewhere a temporary copy may be freed mid-transfer.
+        asynchronous = self.device.type == "cuda"
+        image = source.to(self.device, torch.float32, non_blocking=asynchronous).permute(2, 0, 1).unsqueeze(0)
         checks = torch.stack([torch.isfinite(image).all(), image.amax() <= MOST_PIXEL_VALUE])
         image = padding.apply(image)
         image = image.contiguous(memory_format=torch.channels_last) if self.channels_last else image
@@ -225,6 +235,7 @@ class Interpolator:
         on out-of-memory."""
         _check_frame(frame0, "frame0")
         _check_frame(frame1, "frame1")
+        self._network_on_device()
         if frame0.shape != frame1.shape:
             raise InputError(f"both frames must have one size, got {tuple(frame0.shape)} and {tuple(frame1.shape)}")
         times = _check_times(timesteps)
@@ -319,14 +330,19 @@ def decode_in_batches(
     for start in range(0, len(times), batch):
         if start and between_batches is not None:
             between_batches()
-        embt = torch.tensor(times[start : start + batch], dtype=torch.float32, device=device).view(-1, 1, 1, 1)
+        embt = device_constant(times[start : start + batch], torch.float32, device).view(-1, 1, 1, 1)
         yield start, padding.crop(decode(features, embt))
 
 
-def _host_buffer(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """Where results land on the CPU: pinned memory for a GPU, which copies into it several times faster
-    and asynchronously."""
-    return torch.empty(shape, dtype=torch.float32, pin_memory=device.type == "cuda")
+def _host_buffer(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """CPU memory that `device` copies from or to: pinned for a GPU, which copies several times faster and
+    asynchronously; ordinary memory where the system will not pin more (WSL and Windows cap it)."""
+    if device.type == "cuda":
+        try:
+            return torch.empty(shape, dtype=dtype, pin_memory=True)
+        except RuntimeError:
+            pass
+    return torch.empty(shape, dtype=dtype)
 
 
 def _ready_event(device: torch.device) -> torch.cuda.Event | None:
@@ -334,7 +350,7 @@ def _ready_event(device: torch.device) -> torch.cuda.Event | None:
     if device.type != "cuda":
         return None
     event = torch.cuda.Event()
-    event.record()
+    event.record(torch.cuda.current_stream(device))
     return event
 
 

@@ -17,10 +17,12 @@ T = TypeVar("T")
 
 
 def default_budget(device: torch.device) -> int:
-    """Bytes one frame pair may use on `device`: 60% of what is free on a GPU, 2 GiB elsewhere."""
+    """Bytes one frame pair may use on `device`: 60% of what is free on a GPU (counting what PyTorch holds
+    in its cache but does not use, which the driver reports as taken), 2 GiB elsewhere."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.6)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int((free + cached) * 0.6)
     return 2 * GIB
 
 

@@ -19,12 +19,15 @@ t * B + b asking about feature sample b.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from .layers import device_constant
 
 CorrelationMode = Literal["auto", "all-pairs", "on-demand"]
 CORRELATION_MODES: tuple[str, ...] = ("auto", "all-pairs", "on-demand")
@@ -192,10 +195,10 @@ class WindowCorrelation:
         table, lengths = table_and_lengths
         device = table.device
         sizes = [tuple(pooled[0][level].shape[-2:]) for level in levels]
-        starts = torch.tensor([SPAN, *lengths[:-1]], device=device).cumsum(0)
+        starts = device_constant(list(itertools.accumulate([SPAN, *lengths[:-1]])), torch.int64, device)
 
         def column(values: list[float], dtype: torch.dtype) -> torch.Tensor:
-            return torch.tensor(values, dtype=dtype, device=device).view(-1, 1, 1, 1)
+            return device_constant(values, dtype, device).view(-1, 1, 1, 1)
 
         return _LevelGroup(
             levels=levels,

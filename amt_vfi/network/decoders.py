@@ -1,4 +1,9 @@
-"""Coarse-to-fine decoders: each refines the bidirectional flows and the intermediate feature."""
+"""Coarse-to-fine decoders: each refines the bidirectional flows and the intermediate feature.
+
+Flows are kept in float32 whatever the network's precision: in bfloat16 a flow of 300 px is only
+resolved to 2 px, in float16 one of 1000 px to half a pixel; they meet the half-precision weights only
+as convolution inputs.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ class InitialDecoder(nn.Module):
         batch, _, h, w = feat0.shape
         time_plane = embt.to(feat0.dtype).expand(batch, 1, h, w)
         out = self.convblock(torch.cat([feat0, feat1, time_plane], dim=1))
-        return out[:, 0:2], out[:, 2:4], out[:, 4:]
+        return out[:, 0:2].float(), out[:, 2:4].float(), out[:, 4:]
 
 
 def _warped_inputs(
@@ -48,7 +53,7 @@ class RefiningDecoder(nn.Module):
         self, feature: torch.Tensor, context: torch.Tensor, flow0: torch.Tensor, flow1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out = self.convblock(_warped_inputs(feature, context, flow0, flow1, self.mps_safe))
-        return out[:, 0:2] + upsample_flow(flow0), out[:, 2:4] + upsample_flow(flow1), out[:, 4:]
+        return out[:, 0:2].float() + upsample_flow(flow0), out[:, 2:4].float() + upsample_flow(flow1), out[:, 4:]
 
 
 class MultiFieldDecoder(nn.Module):
@@ -65,8 +70,8 @@ class MultiFieldDecoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         n = self.fields
         out = self.convblock(_warped_inputs(feature, context, flow0, flow1, self.mps_safe))
-        flows0 = out[:, 0 : 2 * n] + upsample_flow(flow0).repeat(1, n, 1, 1)
-        flows1 = out[:, 2 * n : 4 * n] + upsample_flow(flow1).repeat(1, n, 1, 1)
+        flows0 = out[:, 0 : 2 * n].float() + upsample_flow(flow0).repeat(1, n, 1, 1)
+        flows1 = out[:, 2 * n : 4 * n].float() + upsample_flow(flow1).repeat(1, n, 1, 1)
         masks = torch.sigmoid(out[:, 4 * n : 5 * n])
         residuals = out[:, 5 * n :].clone()  # a copy, so the large `out` is freed on return
         return flows0, flows1, masks, residuals

@@ -35,14 +35,16 @@ class ContextPyramid(nn.Module):
 
 def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Per-sample, per-channel normalisation over H x W (biased variance, no parameters), as a new tensor
-    (callers apply their ReLU in place).
+    (callers apply their ReLU in place). The statistics are taken in float32: in float16 a deviation of
+    256 already squares to infinity.
 
     Written out rather than `F.instance_norm`, which hands channels-last input back as channels-first and
     is about twice as slow on it: the memory layout stays as it came.
     """
-    centred = x - x.mean(dim=(2, 3), keepdim=True)
+    values = x.float()
+    centred = values - values.mean(dim=(2, 3), keepdim=True)
     variance = (centred * centred).mean(dim=(2, 3), keepdim=True)
-    return centred.mul_(torch.rsqrt(variance + eps))
+    return centred.mul_(torch.rsqrt(variance + eps)).to(x.dtype)
 
 
 class InstanceNorm(nn.Module):

@@ -5,6 +5,9 @@ Module attribute names follow the official checkpoint keys, so `state_dict()` lo
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,6 +79,18 @@ def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+@functools.lru_cache(maxsize=128)
+def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    with torch.inference_mode(False):  # usable outside inference mode too
+        return torch.tensor(values, dtype=dtype, device=device)
+
+
+def device_constant(values: Sequence[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small constant tensor on `device`, made once per value (never modify it): a tensor made from
+    Python numbers on a GPU waits for all the work queued there, which would stall the overlap of pairs."""
+    return _constant(tuple(values), dtype, torch.device(device))
+
+
 def warp(image: torch.Tensor, flow: torch.Tensor, clamp_coordinates: bool = False) -> torch.Tensor:
     """Backward-warp `image` by `flow` (pixels; channel 0 = x) with edge replication outside the frame.
 
@@ -88,7 +103,7 @@ def warp(image: torch.Tensor, flow: torch.Tensor, clamp_coordinates: bool = Fals
     xs = torch.linspace(-1.0, 1.0, width, device=flow.device)
     ys = torch.linspace(-1.0, 1.0, height, device=flow.device)
     base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # H x W x (x, y)
-    units = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], device=flow.device)
+    units = device_constant((2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)), torch.float32, flow.device)
     grid = torch.addcmul(base, flow.float().permute(0, 2, 3, 1), units)
     if clamp_coordinates:
         grid = grid.clamp_(-1.0, 1.0)

@@ -178,7 +178,7 @@ class AMT(nn.Module):
         # Frame-0 pixels look into frame 1 along the t->1 flow, frame-1 pixels into frame 0 along t->0.
         centres_fwd = features.grid + flow1.float() / embt
         centres_bwd = features.grid + flow0.float() / (1.0 - embt)
-        return features.correlation(centres_fwd, centres_bwd).to(flow0.dtype)
+        return features.correlation(centres_fwd, centres_bwd).to(self.comb_block[0].weight.dtype)
 
     def decode(self, features: PairFeatures, embt: torch.Tensor) -> torch.Tensor:
         """Frames at times `embt` (N x 1 x 1 x 1, N a multiple of the pair batch B; row t * B + b
@@ -235,7 +235,8 @@ class AMT(nn.Module):
             flows = torch.cat([flows0[:, 2 * k : 2 * k + 2], flows1[:, 2 * k : 2 * k + 2]])
             warped0, warped1 = warp(features.frames, flows, self._mps_safe).chunk(2)
             residual = residuals[:, 3 * k : 3 * k + 3]
-            torch.lerp(warped1, warped0, weight, out=candidates[:, k]).add_(residual).add_(features.mean)
+            # (no `out=` into the strided slice: torch.compile cannot trace that)
+            candidates[:, k] = warped1.lerp_(warped0, weight).add_(residual).add_(features.mean)
         del warped0, warped1, flows0, flows1, masks, residuals
         dtype = self.comb_block[0].weight.dtype
         stacked = candidates.view(batch, 3 * n, height, width).to(dtype)

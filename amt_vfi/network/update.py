@@ -53,6 +53,7 @@ class UpdateBlock(nn.Module):
     def forward(
         self, feature: torch.Tensor, motion: torch.Tensor, corr: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        motion = motion.to(feature.dtype)  # flows are float32 (see decoders), the weights may be half
         if self.rescale:
             feature = resize(feature, 1.0 / self.rescale)
         c = _leaky(self.convc1(corr))
