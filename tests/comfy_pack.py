@@ -36,3 +36,11 @@ def _cpu_outside_comfyui(pack: types.ModuleType):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pack.amt_vfi.comfy.host, "resolve_device", lambda device="auto": torch.device("cpu"))
         yield
+
+
+def smooth_frames(count: int, height: int, width: int, seed: int = 0, channels: int = 3) -> torch.Tensor:
+    """count x H x W x C frames of smooth random texture (what the network can find motion in)."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(count, channels, max(2, height // 8), max(2, width // 8), generator=generator)
+    full = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+    return full.permute(0, 2, 3, 1).contiguous()

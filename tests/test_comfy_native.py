@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from comfy_pack import PACK, ROOT, _cpu_outside_comfyui, load_pack, pack
+from comfy_pack import PACK, ROOT, _cpu_outside_comfyui, load_pack, pack, smooth_frames
 from conftest import load_golden
 
 HARNESS = Path(__file__).resolve().parents[2] / "shared" / "comfyui"
@@ -100,13 +100,6 @@ def loader(pack):
 def patcher(loader):
     (model,) = loader.load("amt-s.pth", precision="fp32")
     return model
-
-
-def smooth_frames(count: int, height: int, width: int, seed: int = 0, channels: int = 3) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(count, channels, max(2, height // 8), max(2, width // 8), generator=generator)
-    full = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
-    return full.permute(0, 2, 3, 1).contiguous()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from comfy_pack import PACK, ROOT, _cpu_outside_comfyui, load_pack, pack
+from comfy_pack import PACK, ROOT, _cpu_outside_comfyui, load_pack, pack, smooth_frames
 from conftest import load_golden
 
 from amt_vfi.checkpoints import standin_state_dict
@@ -53,13 +53,6 @@ def numbered_frames(count: int, height: int = 8, width: int = 12, channels: int 
     """Frame i is filled with i / 100, so any blend of frames tells which pair and time it came from."""
     values = torch.arange(count, dtype=torch.float32) / 100
     return values.view(-1, 1, 1, 1).expand(count, height, width, channels).contiguous()
-
-
-def smooth_frames(count: int, height: int, width: int, seed: int = 0, channels: int = 3) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(count, channels, max(2, height // 8), max(2, width // 8), generator=generator)
-    full = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
-    return full.permute(0, 2, 3, 1).contiguous()
 
 
 @pytest.fixture

@@ -118,6 +118,8 @@ def test_the_manifest_names_the_checkpoint_the_same_from_any_folder(
     here = settings_key(JobSettings(), Path("amt-s.pth"))
     monkeypatch.chdir(tmp_path / "a")
     assert settings_key(JobSettings(), Path("../amt-s.pth")) == here
+    (tmp_path / "other.pth").write_bytes(amt_s_path.read_bytes())
+    assert settings_key(JobSettings(), Path("../other.pth")) != here  # another checkpoint is another job
 
 
 def test_a_folder_of_images_and_videos_is_refused(tmp_path: Path, capsys) -> None:

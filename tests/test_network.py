@@ -168,12 +168,19 @@ def test_time_step_batch_equals_separate_forwards(models: dict[str, AMT], mode: 
 
 def test_scale_factor_half_runs_at_reduced_size(models: dict[str, AMT]) -> None:
     img0, img1 = _frames(5, h=256, w=256)
-    with torch.inference_mode():
-        half = models["amt-s"](img0, img1, torch.full((1, 1, 1, 1), 0.5), scale_factor=0.5)
-        full = models["amt-s"](img0, img1, torch.full((1, 1, 1, 1), 0.5))
+    model = models["amt-s"]
+    seen: list[tuple[int, ...]] = []
+    hook = model.feat_encoder.register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape)))
+    try:
+        with torch.inference_mode():
+            half = model(img0, img1, torch.full((1, 1, 1, 1), 0.5), scale_factor=0.5)
+            full = model(img0, img1, torch.full((1, 1, 1, 1), 0.5))
+    finally:
+        hook.remove()
+    assert seen == [(2, 3, 128, 128), (2, 3, 256, 256)]  # the encoder saw half the size, then the whole
     assert half.shape == full.shape == (1, 3, 256, 256)
     assert torch.isfinite(half).all()
-    assert (half - full).abs().mean() < 0.05
+    assert 0 < (half - full).abs().mean() < 0.05
 
 
 def test_unpadded_size_is_refused_with_advice(models: dict[str, AMT]) -> None:
@@ -182,13 +189,22 @@ def test_unpadded_size_is_refused_with_advice(models: dict[str, AMT]) -> None:
         models["amt-s"](img, img, torch.full((1, 1, 1, 1), 0.5))
 
 
-def test_mps_safe_warp_equals_border_warp() -> None:
+def test_mps_safe_warp_equals_border_warp(monkeypatch: pytest.MonkeyPatch) -> None:
     from amt_vfi.network.layers import warp
 
     generator = torch.Generator().manual_seed(6)
     image = torch.rand(2, 3, 20, 30, generator=generator)
     flow = (torch.rand(2, 2, 20, 30, generator=generator) - 0.5) * 40
+    padding_modes: list[str] = []
+    real_grid_sample = torch.nn.functional.grid_sample
+
+    def spy(*args, **kwargs):
+        padding_modes.append(kwargs["padding_mode"])
+        return real_grid_sample(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "grid_sample", spy)
     assert (warp(image, flow) - warp(image, flow, clamp_coordinates=True)).abs().max() <= 1e-6
+    assert padding_modes == ["border", "zeros"]  # the safe variant avoids "border", which some MPS builds lack
 
 
 def test_large_frames_encoded_one_at_a_time_give_the_same_frame(

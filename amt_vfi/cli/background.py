@@ -1,7 +1,7 @@
 """Overlapping decode, compute and encode: iterators fed and drained by threads with bounded queues.
 
-Every wait here is in short steps that look at a stop flag, so an error or Ctrl-C on one side never
-leaves the other thread blocked on a full queue.
+Every wait that could outlast the other side (a producer on a full queue, `finish` on the writer) is in
+short steps that look at a stop flag, so an error or Ctrl-C on one side never leaves the other blocked.
 """
 
 from __future__ import annotations

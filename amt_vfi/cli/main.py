@@ -207,6 +207,7 @@ def run(args: argparse.Namespace, input_path: Path) -> JobReport:
     start = time.perf_counter()
     settings = settings_from_args(args)
     check_output(input_path, args.output, args.overwrite, settings.codec)
+    settings.resolve_model()  # a missing model is reported before the input is read (--dedup reads it all)
     with settings.open_source(input_path) as source:
         keyframes = None if settings.dedup_threshold is None else keyframes_of(source, settings.dedup_threshold)
         count, plan = plan_for(source, settings.timing, keyframes)

@@ -163,12 +163,13 @@ def build_plan(frame_count: int, multiplier: int | list[int], skip: SkipPredicat
 
 
 def check_frames(frames: object) -> torch.Tensor:
-    """An IMAGE batch N x H x W x C (C = 3, or 4 with alpha) of finite floats, N >= 2."""
+    """An IMAGE batch N x H x W x C (C >= 3: RGB, RGBA, ...; only the first three are used) of finite
+    floats, N >= 2."""
     if not isinstance(frames, torch.Tensor):
         raise InputError(f"frames must be an IMAGE batch (a tensor N x H x W x C), got {type(frames).__name__}")
     if frames.dim() != 4 or frames.shape[-1] < 3 or frames.shape[1] < 1 or frames.shape[2] < 1:
         raise InputError(
-            f"frames must be an IMAGE batch N x H x W x C with C = 3 (RGB) or 4 (RGBA), got shape "
+            f"frames must be an IMAGE batch N x H x W x C with C = 3 (RGB) or more (e.g. 4, RGBA), got shape "
             f"{tuple(frames.shape)}; use an image node's output (e.g. Load Image, VAE Decode, Load Video)"
         )
     if looks_channels_first(frames.shape):

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..errors import InputError
-from ..media import VIDEO_EXTENSIONS, is_video_output
+from ..media import VIDEO_EXTENSIONS, absolute_path, is_video_output
 from ..media.images import list_images, natural_key
 from ..media.video import CONTAINER_FORMATS
 
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
 BATCH_VIDEO_SUFFIX = ".mp4"
-
-
-def absolute(path: Path) -> Path:
-    """The absolute path with `..` and `.` resolved (symlinks kept), so a clip has one name in the manifest
-    whichever folder the job is started from."""
-    return Path(os.path.abspath(path))
 
 
 def _videos_in(folder: Path) -> list[Path]:
@@ -51,12 +44,12 @@ def _read_list(path: Path) -> list[Path]:
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"Cannot read the list of clips {path} ({error})") from None
     names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    return [absolute(path.parent / Path(name).expanduser()) for name in names]
+    return [absolute_path(path.parent / Path(name).expanduser()) for name in names]
 
 
 def expand_batch(path: Path) -> list[Path]:
     """The clips a list file or a folder of videos names, in order."""
-    clips = _read_list(path) if path.is_file() else [absolute(entry) for entry in _videos_in(path)]
+    clips = _read_list(path) if path.is_file() else [absolute_path(entry) for entry in _videos_in(path)]
     if not clips:
         raise InputError(f"{path} names no clips")
     return clips
@@ -74,7 +67,7 @@ def batch_outputs(clips: list[Path], folder: Path) -> list[Path]:
             name = clip.stem + (suffix if suffix in CONTAINER_FORMATS else BATCH_VIDEO_SUFFIX)
         else:
             name = clip.name
-        output = absolute(folder) / name
+        output = absolute_path(folder) / name
         if output in outputs:
             raise InputError(f"{outputs[output]} and {clip} would both be written to {output}; rename one")
         outputs[output] = clip

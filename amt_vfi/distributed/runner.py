@@ -23,10 +23,10 @@ from typing import Any
 from ..cli.job import JobSettings, check_output, plan_for
 from ..engine import PlannedFrame
 from ..errors import AmtVfiError, InputError
-from ..media import SourceInfo, is_video_output
+from ..media import SourceInfo, absolute_path, is_video_output
 from ..media.atomic import check_destination
 from .chunks import DEFAULT_CHUNK_FRAMES, Chunk, choose_boundaries, make_chunks, scan_ranges
-from .clips import absolute, batch_outputs, expand_batch, is_batch
+from .clips import batch_outputs, expand_batch, is_batch
 from .manifest import Manifest, fingerprint, manifest_path, settings_key, still_matches, work_path
 from .stitch import Part, assemble_folder, stitch_video
 from .worker import ChunkDone, ChunkWorker, DataFault
@@ -437,12 +437,12 @@ def interpolate_distributed(
         raise InputError(f"chunk size must be at least 1 frame, got {chunk_frames}")
     if workers is not None and workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
-    output = absolute(Path(output))
+    output = absolute_path(Path(output))
     if isinstance(inputs, (str, Path)) and not is_batch(Path(inputs)):
-        clip_inputs, clip_outputs = [absolute(Path(inputs))], [output]
+        clip_inputs, clip_outputs = [absolute_path(Path(inputs))], [output]
     else:
         clip_inputs = (
-            expand_batch(Path(inputs)) if isinstance(inputs, (str, Path)) else [absolute(Path(p)) for p in inputs]
+            expand_batch(Path(inputs)) if isinstance(inputs, (str, Path)) else [absolute_path(Path(p)) for p in inputs]
         )
         clip_outputs = batch_outputs(clip_inputs, output)
     single = len(clip_inputs) == 1 and clip_outputs[0] == output

@@ -113,7 +113,7 @@ def resample_plan(keyframes: Sequence[int], positions: Iterable[Fraction]) -> li
     return plan
 
 
-def retime_plan(frame_count: int, source_fps: Fraction, target_fps: Fraction) -> list[PlannedFrame]:
+def retime_plan(frame_count: int, source_fps: Fraction | float, target_fps: Fraction | float) -> list[PlannedFrame]:
     """Output frames at the target rate over the input's duration (frame_count / source_fps).
 
     Output frame k sits at input position k * source_fps / target_fps; positions on an input frame are
@@ -129,7 +129,7 @@ def _exact_rate(rate: Fraction | float) -> Fraction:
     return Fraction(rate).limit_denominator(1_000_000) if isinstance(rate, float) else Fraction(rate)
 
 
-def retime_positions(frame_count: int, source_fps: Fraction, target_fps: Fraction) -> list[Fraction]:
+def retime_positions(frame_count: int, source_fps: Fraction | float, target_fps: Fraction | float) -> list[Fraction]:
     """The input positions of the output frames at the target rate (see `retime_plan`)."""
     if source_fps <= 0 or target_fps <= 0:
         raise InputError(f"frame rates must be positive, got {source_fps} -> {target_fps}")

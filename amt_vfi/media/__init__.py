@@ -46,13 +46,14 @@ __all__ = [
     "UnsupportedOutputError",
     "VideoSink",
     "VideoSource",
+    "absolute_path",
     "is_video_output",
     "open_sink",
     "open_source",
 ]
 
 
-def _absolute(path: str | Path) -> Path:
+def absolute_path(path: str | Path) -> Path:
     """Absolute path without resolving symlinks, so ``.`` and ``out/`` still have a file name."""
     return Path(os.path.abspath(os.path.expanduser(path)))
 
@@ -63,9 +64,9 @@ def is_video_output(path: str | Path) -> bool:
     return target.suffix.lower() in VIDEO_EXTENSIONS and not target.is_dir()
 
 
-def open_source(path: str | Path, fps: Fraction | None = None) -> FrameSource:
+def open_source(path: str | Path, fps: Fraction | float | None = None) -> FrameSource:
     """Open a video file or an image folder for streaming; ``fps`` overrides the rate the source reports."""
-    source = _absolute(path)
+    source = absolute_path(path)
     if not source.exists():
         raise InputNotFoundError(f"Input {source} does not exist; check the path")
     rate = None if fps is None else as_rate(fps)
@@ -82,7 +83,7 @@ def open_source(path: str | Path, fps: Fraction | None = None) -> FrameSource:
 def open_sink(
     path: str | Path,
     *,
-    fps: Fraction,
+    fps: Fraction | float,
     width: int,
     height: int,
     bit_depth: int = 8,
@@ -100,7 +101,7 @@ def open_sink(
     Raises :class:`OutputExistsError` when ``path`` exists (an empty folder does not count) and
     ``overwrite`` is false.
     """
-    target = _absolute(path)
+    target = absolute_path(path)
     if not is_video_output(target):
         rotation = display_rotation(metadata_from) if metadata_from is not None else 0
         return ImageFolderSink(
@@ -115,6 +116,6 @@ def open_sink(
         overwrite=overwrite,
         crf=crf,
         codec=codec,
-        audio_from=None if audio_from is None else _absolute(audio_from),
-        metadata_from=_absolute(metadata_from) if isinstance(metadata_from, (str, Path)) else metadata_from,
+        audio_from=None if audio_from is None else absolute_path(audio_from),
+        metadata_from=absolute_path(metadata_from) if isinstance(metadata_from, (str, Path)) else metadata_from,
     )
