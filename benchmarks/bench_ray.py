@@ -18,9 +18,9 @@ from pathlib import Path
 import ray
 from bench_engine import make_checkpoint, write_clip
 
-from amt_vfi.cli.job import JobSettings, Timing, plan_for, render
 from amt_vfi.distributed import interpolate_distributed
 from amt_vfi.media import open_source
+from amt_vfi.pipeline import JobSettings, Timing, plan_for, render
 
 
 def one_process(clip: Path, output: Path, settings: JobSettings) -> float:

@@ -128,8 +128,8 @@ def test_dedup_turns_repeated_frames_into_motion(tmp_path: Path) -> None:
 
 
 def test_dedup_finds_the_repeats_of_an_h264_clip_on_twos(tmp_path: Path) -> None:
-    from amt_vfi.cli.job import keyframes_of
     from amt_vfi.media import open_source
+    from amt_vfi.pipeline import keyframes_of
 
     clip = tmp_path / "twos.mp4"
     with av.open(str(clip), "w") as container:

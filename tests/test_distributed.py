@@ -21,11 +21,11 @@ from distributed_helpers import decode, kill_ray_workers, read_folder, scene_fra
 from media_helpers import make_clip, stream_summary
 
 from amt_vfi.cli import main
-from amt_vfi.cli.job import JobSettings, Timing
 from amt_vfi.distributed import choose_boundaries, expand_batch, interpolate_distributed, is_batch, make_chunks
 from amt_vfi.distributed.manifest import settings_key
 from amt_vfi.engine import multiplier_plan, retime_plan
 from amt_vfi.errors import AmtVfiError
+from amt_vfi.pipeline import JobSettings, Timing
 
 CUTS = (20, 40)
 SIZE = (96, 64)

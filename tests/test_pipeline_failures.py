@@ -12,10 +12,10 @@ import pytest
 from media_helpers import make_clip
 
 from amt_vfi.cli import main
-from amt_vfi.cli.background import BackgroundWriter, prefetch
 from amt_vfi.engine import Interpolator
 from amt_vfi.errors import InputError
 from amt_vfi.media import atomic
+from amt_vfi.pipeline.background import BackgroundWriter, prefetch
 
 
 def _threads(name: str) -> list[threading.Thread]:

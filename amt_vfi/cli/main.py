@@ -15,10 +15,11 @@ from fractions import Fraction
 from pathlib import Path
 
 from .. import __version__
+from ..distributed import DEFAULT_CHUNK_FRAMES, ChunkEvent, interpolate_distributed, is_batch
 from ..engine import DEFAULT_CUT_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, PRECISION_CHOICES
 from ..errors import AmtVfiError
 from ..network import CHECKPOINT_VARIANTS, CORRELATION_MODES
-from .job import JobReport, JobSettings, Timing, check_output, frames_at, keyframes_of, plan_for, render
+from ..pipeline import JobReport, JobSettings, Timing, check_output, frames_at, keyframes_of, plan_for, render
 
 DEBUG_VARIABLE = "AMT_VFI_DEBUG"
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
@@ -148,8 +149,6 @@ def _positive(text: str) -> int:
 
 
 def _add_scale_out(parser: argparse.ArgumentParser) -> None:
-    from ..distributed.chunks import DEFAULT_CHUNK_FRAMES  # not at the top: amt_vfi.distributed imports this package
-
     group = parser.add_argument_group(
         "scale-out (Ray)",
         "INPUT may also be a list file (.txt, one clip per line) or a folder of videos: then "
@@ -229,8 +228,6 @@ def _summary(report: JobReport) -> str:
 
 
 def _uses_ray(args: argparse.Namespace, input_path: Path, parser: argparse.ArgumentParser) -> bool:
-    from ..distributed import is_batch
-
     if args.ray is not None or is_batch(input_path):
         return True
     if args.workers is not None or args.chunk_frames is not None:
@@ -245,8 +242,6 @@ def _count(number: int, thing: str) -> str:
 def run_on_ray(args: argparse.Namespace, input_path: Path) -> int:
     """Chunks (and clips) over Ray workers; failed clips of a many-clip job are listed and make it exit 1."""
     from tqdm import tqdm
-
-    from ..distributed import DEFAULT_CHUNK_FRAMES, ChunkEvent, interpolate_distributed
 
     with tqdm(unit="frame", disable=args.quiet, dynamic_ncols=True) as bar:
 

@@ -5,7 +5,7 @@ are joined by remuxing (video) or renaming (image folders). Ray is imported only
 this package imports without it; see the "Scale-out" section of README.md.
 """
 
-from ..cli.job import JobSettings, Timing
+from ..pipeline import JobSettings, Timing
 from .chunks import DEFAULT_CHUNK_FRAMES, Chunk, choose_boundaries, make_chunks
 from .clips import expand_batch, is_batch
 from .runner import ChunkEvent, ClipReport, DistributedReport, interpolate_distributed

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..cli.job import JobSettings
 from ..media.atomic import atomic_output
+from ..pipeline import JobSettings
 
 VERSION = 1
 

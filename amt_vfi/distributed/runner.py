@@ -20,11 +20,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from ..cli.job import JobSettings, check_output, plan_for
 from ..engine import PlannedFrame
 from ..errors import AmtVfiError, InputError
 from ..media import SourceInfo, absolute_path, is_video_output
 from ..media.atomic import check_destination
+from ..pipeline import JobSettings, check_output, plan_for
 from .chunks import DEFAULT_CHUNK_FRAMES, Chunk, choose_boundaries, make_chunks, scan_ranges
 from .clips import batch_outputs, expand_batch, is_batch
 from .manifest import Manifest, fingerprint, manifest_path, settings_key, still_matches, work_path

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from ..cli.job import JobSettings, frames_at, keyframes_of, render, to_tensor
 from ..engine import cut_detector
 from ..errors import AmtVfiError
+from ..pipeline import JobSettings, frames_at, keyframes_of, render, to_tensor
 from .chunks import Chunk
 from .manifest import fingerprint
 
