@@ -258,6 +258,7 @@ def run_on_ray(args: argparse.Namespace, input_path: Path) -> int:
             chunk_frames=args.chunk_frames or DEFAULT_CHUNK_FRAMES,
             overwrite=args.overwrite,
             on_chunk=progress,
+            quiet=args.quiet,
         )
     for clip in report.failed:
         print(f"amt-vfi: error: {clip.input}: {clip.error}", file=sys.stderr)

@@ -136,15 +136,18 @@ def _import_ray() -> Any:
     return ray
 
 
-def _connect(ray: Any, address: str | None) -> bool:
-    """Join the cluster at `address`, or start a local one; False when this process was already connected."""
+def _connect(ray: Any, address: str | None, quiet: bool) -> bool:
+    """Join the cluster at `address`, or start a local one; False when this process was already connected.
+    `quiet` keeps Ray's own warnings and the workers' output off the terminal (failures are still reported
+    with their clip)."""
     if ray.is_initialized():
         return False
+    options = {"logging_level": logging.ERROR, "log_to_driver": False} if quiet else {"logging_level": logging.WARNING}
     try:
         if address:
-            ray.init(address=address, logging_level=logging.WARNING)
+            ray.init(address=address, **options)
         else:
-            ray.init(include_dashboard=False, logging_level=logging.WARNING)
+            ray.init(include_dashboard=False, **options)
     except (ConnectionError, RuntimeError, ValueError) as error:
         reason = str(error).split(". ")[0].rstrip(".")  # Ray goes on about flags amt-vfi does not have
         advice = "start it (ray start --head) or give --ray without an address" if address else "check the Ray install"
@@ -423,6 +426,7 @@ def interpolate_distributed(
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     overwrite: bool = False,
     on_chunk: Callable[[ChunkEvent], None] = lambda event: None,
+    quiet: bool = False,
 ) -> DistributedReport:
     """Interpolate one clip, or many into the folder `output`, on Ray workers (README: "Scale-out").
 
@@ -430,6 +434,7 @@ def interpolate_distributed(
     names a running cluster (e.g. 'ray://head:10001' or 'auto'); without one a local Ray is started, and
     a Ray this process already joined is used as it is. A one-clip job raises its error; a many-clip job
     reports each failed clip in the result and still finishes the others. Rerunning a job resumes it.
+    `quiet` silences Ray's own messages.
     """
     start = time.perf_counter()
     settings = settings or JobSettings()
@@ -461,7 +466,7 @@ def interpolate_distributed(
     names: list[str] = []
     if run.queue:
         ray = _import_ray()
-        started = _connect(ray, address)
+        started = _connect(ray, address, quiet)
         actors: list[Any] = []
         try:
             actors, names = _start_workers(ray, settings, workers)
