@@ -119,6 +119,7 @@ def test_bad_inputs_are_refused_clearly(engine: amt_vfi.Interpolator) -> None:
         engine.interpolate_pair(torch.rand(0, 0, 3), torch.rand(0, 0, 3), [0.5])
     with pytest.raises(InputError, match="scale factor must be a number in"):
         amt_vfi.Interpolator(engine.model, scale_factor="0.5")
+    assert amt_vfi.Interpolator(engine.model, scale_factor=np.float32(0.5)).scale_factor == 0.5
 
 
 class _CountingFrames:
@@ -218,8 +219,9 @@ def test_plans_take_numpy_and_torch_numbers() -> None:
         == amt_vfi.schedule_plan(3, torch.tensor([2, 3]))
         == (amt_vfi.schedule_plan(3, [2, 3]))
     )
-    with pytest.raises(InputError, match="multiplier must be a whole number"):
-        amt_vfi.multiplier_plan(3, torch.tensor([2, 3]))
+    for bad in (torch.tensor([2, 3]), np.bool_(True), 10**400):
+        with pytest.raises(InputError, match="multiplier must be a whole number"):
+            amt_vfi.multiplier_plan(3, bad)
 
 
 def test_scene_cut_holds_frames_instead_of_blending(engine: amt_vfi.Interpolator) -> None:

@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 from media_helpers import make_clip, pattern, psnr, stream_summary
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 from amt_vfi.media import (
     FrameSink,
@@ -224,7 +224,7 @@ def test_image_folder_natural_order_and_modes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".png", ".webp"])  # decoded by FFmpeg / by Pillow
-def test_exif_orientation_turns_frames_upright(tmp_path: Path, suffix: str) -> None:
+def test_exif_orientation_turns_frames_upright(tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "phone"
     folder.mkdir()
     stored = pattern(0, 40, 30)  # 40 wide, 30 high as stored in the file
@@ -239,6 +239,11 @@ def test_exif_orientation_turns_frames_upright(tmp_path: Path, suffix: str) -> N
         frame = read_image(path)
         assert np.array_equal(frame, upright) and frame.flags.writeable, orientation
         assert image_size(path) == (frame.shape[1], frame.shape[0]), orientation
+    plain = tmp_path / "plain.png"  # no EXIF at all, the usual PNG
+    Image.fromarray(stored).save(plain)
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: pytest.fail("decoded twice"))
+    assert np.array_equal(read_image(plain), stored)  # FFmpeg decodes it; Pillow only reads the header
+    monkeypatch.undo()
     sideways = tmp_path / "sideways"
     sideways.mkdir()
     for name in ("f1.png", "f6.png"):

@@ -35,8 +35,13 @@ class Padding:
 
 def alignment_for(scale_factor: float) -> int:
     """Padded sizes must be multiples of 16 / scale so the working size is a multiple of 16."""
-    if isinstance(scale_factor, bool) or not isinstance(scale_factor, (int, float)):
+    try:  # Python, NumPy and one-element torch numbers; not text
+        number = math.nan if isinstance(scale_factor, (bool, str, bytes)) else float(scale_factor)
+    except (TypeError, ValueError, RuntimeError):
+        number = math.nan
+    if math.isnan(number):
         raise InputError(f"scale factor must be a number in (0, 1], got {scale_factor!r}")
+    scale_factor = number
     if not 0 < scale_factor <= 1:
         raise InputError(f"scale factor must be in (0, 1], not {scale_factor}")
     align = round(ALIGN / scale_factor)

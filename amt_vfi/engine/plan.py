@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+import numpy as np
+
 from ..errors import InputError
 
 SkipPredicate = Callable[[int], bool]
@@ -38,8 +40,8 @@ def _whole(value: object, what: str) -> int:
     """`value` as an int when it is a whole number (2, 2.0, a NumPy or one-element torch number), else a
     clear error naming `what`."""
     try:
-        number = float(value) if not isinstance(value, (bool, str, bytes)) else math.nan
-    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several numbers
+        number = float(value) if not isinstance(value, (bool, np.bool_, str, bytes)) else math.nan
+    except (TypeError, ValueError, RuntimeError, OverflowError):  # RuntimeError: a tensor of several numbers
         number = math.nan
     if not number.is_integer():
         raise InputError(f"{what} must be a whole number, got {value!r}")

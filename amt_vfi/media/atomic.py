@@ -71,14 +71,16 @@ def _signals_held() -> Iterator[None]:
         yield
         return
     held: list[int] = []
-    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    # A handler installed outside Python (getsignal gives None) is left alone: it could not be put back.
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: handler for number, handler in handlers.items() if handler is not None}
     for number in previous:
         signal.signal(number, lambda received, frame: held.append(received))
     try:
         yield
     finally:
         for number, handler in previous.items():
-            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+            signal.signal(number, handler)
         if held:
             signal.raise_signal(held[0])
 

@@ -74,7 +74,13 @@ _SIDEWAYS = (5, 6, 7, 8)  # orientations whose upright picture swaps width and h
 
 
 def _orientation(image: Image.Image) -> int:
-    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    if image.format == "PNG":  # getexif() would decode the whole PNG to look for a chunk after the pixels
+        exif = Image.Exif()
+        if image.info.get("exif"):
+            exif.load(image.info["exif"])
+    else:
+        exif = image.getexif()
+    orientation = exif.get(_EXIF_ORIENTATION, 1)
     return orientation if orientation in range(1, 9) else 1
 
 
