@@ -18,6 +18,7 @@ from .. import __version__
 from ..distributed import DEFAULT_CHUNK_FRAMES, ChunkEvent, interpolate_distributed, is_batch
 from ..engine import DEFAULT_CUT_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, PRECISION_CHOICES
 from ..errors import AmtVfiError
+from ..media import absolute_path
 from ..network import CHECKPOINT_VARIANTS, CORRELATION_MODES
 from ..pipeline import JobReport, JobSettings, Timing, check_output, frames_at, keyframes_of, plan_for, render
 
@@ -267,7 +268,7 @@ def run_on_ray(args: argparse.Namespace, input_path: Path) -> int:
         reused = sum(clip.reused for clip in report.clips)
         workers = f", on {_count(len(report.workers), 'Ray worker')}" if report.workers else ""
         where = f"({_count(chunks, 'chunk')}, {reused} reused from an earlier run{workers})"
-        if len(report.clips) == 1 and report.clips[0].output == Path(os.path.abspath(args.output)):
+        if len(report.clips) == 1 and report.clips[0].output == absolute_path(args.output):
             clip = report.clips[0]
             job = JobReport(clip.input_frames, clip.output_frames, clip.output_fps, report.seconds, args.output)
             print(f"{_summary(job)} {where}")

@@ -139,9 +139,10 @@ def check_output(input_path: Path, output: Path, overwrite: bool, codec: str = D
             f"OUTPUT {output} is a folder holding the input {input_path}; replacing it would delete the input, "
             "choose another path"
         )
-    check_destination(output.absolute(), overwrite)
-    if is_video_output(output):
-        check_video_output(output.absolute(), codec)
+    destination = output.absolute()
+    check_destination(destination, overwrite)
+    if is_video_output(destination):
+        check_video_output(destination, codec)
 
 
 def to_tensor(frame: np.ndarray) -> torch.Tensor:
