@@ -310,10 +310,47 @@ def test_a_video_cut_short_is_reported_as_incomplete(tmp_path: Path, frames: int
     clip = tmp_path / "clip.mp4"
     make_clip(clip, frames=frames, size=(96, 64), audio_codec=None)
     short = _cut_short(clip, tmp_path / "short.mp4", 0.6)
-    expected = f"short.mp4 is incomplete: its header lists {frames} frames"
+    expected = f"short.mp4 is incomplete or damaged: its header lists {frames} frames"
     with pytest.raises(UnreadableInputError, match=expected), open_source(short) as source:
         for _ in source.frames():
             pass
+
+
+@pytest.mark.parametrize("frames", [60, 240])  # found while probing / while counting and decoding
+def test_a_matroska_file_cut_short_is_reported_with_the_duration_its_header_gives(tmp_path: Path, frames: int) -> None:
+    """Matroska keeps no frame count: its demuxer just stops where the bytes end (or turn to garbage)."""
+    clip = tmp_path / "clip.mkv"
+    make_clip(clip, frames=frames, size=(96, 64))
+    short = tmp_path / "short.mkv"
+    short.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    expected = (
+        rf"short.mkv is incomplete or damaged: its header gives the video {frames / 24:.2f} s but the frames end "
+        r"at \d\.\d\d s"
+    )
+    with pytest.raises(UnreadableInputError, match=expected), open_source(short) as source:
+        source.count_frames()
+    with pytest.raises(UnreadableInputError, match=expected), open_source(short) as source:
+        for _ in source.frames():
+            pass
+
+
+def test_a_matroska_file_with_gaps_is_complete(tmp_path: Path) -> None:
+    """Frames dropped by a recorder leave gaps before the end: the duration tag is still reached."""
+    clip = tmp_path / "gaps.mkv"
+    stamps = [i for i in range(120) if i % 10 != 3]  # 12 of 120 frames missing, the last one there
+    make_clip(clip, frames=len(stamps), size=(96, 64), timestamps=stamps, audio_codec=None)
+    with open_source(clip) as source:
+        assert source.count_frames() == len(stamps)
+        assert sum(1 for _ in source.frames()) == len(stamps)
+
+
+def test_a_whole_matroska_file_starting_late_is_complete(tmp_path: Path) -> None:
+    """The duration tag is the end time: a clip whose first frame is at 2 s is not taken for a cut one."""
+    clip = tmp_path / "late.mkv"
+    make_clip(clip, frames=80, size=(96, 64), timestamps=range(48, 128))
+    with open_source(clip) as source:
+        assert source.count_frames() == 80
+        assert sum(1 for _ in source.frames()) == 80
 
 
 @pytest.mark.parametrize("count", [0, 1])

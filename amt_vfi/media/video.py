@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import chain, islice, pairwise
 from pathlib import Path
@@ -102,17 +104,35 @@ def _packets(container: InputContainer, stream: VideoStream) -> Iterator[av.Pack
             yield packet
 
 
-def _leading_pts(container: InputContainer, stream: VideoStream, count: int) -> list[int] | None:
-    """Sorted pts of the first ``count + REORDER_MARGIN`` packets (all of them in a shorter file), so the
-    first ``count`` are the first presentation timestamps; None when packets carry no pts."""
-    stamps: list[int] = []
-    for packet in _packets(container, stream):
+@dataclass
+class _PacketScan:
+    """What a pass over a stream's packets found: how many, their pts sorted (None when a packet has none)
+    and when the last of them stops showing (seconds)."""
+
+    count: int = 0
+    stamps: list[int] | None = field(default_factory=list)
+    end: Fraction | None = None
+
+    def add(self, packet: av.Packet, time_base: Fraction | None) -> None:
+        self.count += 1
         if packet.pts is None:
-            return None
-        stamps.append(packet.pts)
-        if len(stamps) >= count + REORDER_MARGIN:
+            self.stamps = None
+        elif self.stamps is not None:
+            self.stamps.append(packet.pts)
+        self.end = _later_end(self.end, packet, time_base)
+
+
+def _scan_packets(container: InputContainer, stream: VideoStream, count: float = math.inf) -> _PacketScan:
+    """The first ``count + REORDER_MARGIN`` packets (all of them in a shorter file), so the first ``count``
+    sorted stamps are the first presentation timestamps."""
+    scan = _PacketScan()
+    for packet in _packets(container, stream):
+        scan.add(packet, stream.time_base)
+        if scan.count >= count + REORDER_MARGIN:
             break
-    return sorted(stamps)
+    if scan.stamps is not None:
+        scan.stamps.sort()
+    return scan
 
 
 def _frame_rate(stream: VideoStream, stamps: list[int] | None, path: Path) -> Fraction:
@@ -133,14 +153,66 @@ def _is_variable(stamps: list[int], time_base: Fraction, fps: Fraction) -> bool:
     return any(abs((b - a) * time_base - period) > period / 2 for a, b in pairwise(stamps))
 
 
-def _check_complete(path: Path, listed: int, found: int) -> None:
-    """Refuse a file with fewer frames than its header lists (a copy or download cut short); one frame of
-    slack, since some muxers count a frame that carries no picture."""
-    if found + 1 < listed:
+@dataclass(frozen=True)
+class ListedExtent:
+    """What a file's header says it holds, to tell a file cut short or damaged: a frame count (MP4, MOV),
+    or for Matroska and WebM, which keep none, the end time of the video track (the DURATION tag that
+    FFmpeg and mkvmerge write). A time, not a count: frames dropped by a recorder leave gaps, not an end."""
+
+    frames: int | None = None
+    end: Fraction | None = None  # seconds
+    period: Fraction = Fraction(0)  # one frame, the slack allowed at the end
+
+    def shortfall(self, found: int, reached: Fraction | None) -> str | None:
+        """What is missing, or None when `found` frames reaching `reached` seconds are all there is. One
+        frame of slack for counts (some muxers count a frame that carries no picture), two for times."""
+        if self.frames is not None and found + 1 < self.frames:
+            return f"its header lists {self.frames} frames but it holds only {found}"
+        if self.end is not None and reached is not None and reached + 2 * self.period < self.end:
+            return f"its header gives the video {float(self.end):.2f} s but the frames end at {float(reached):.2f} s"
+        return None
+
+
+_DURATION_TAG = re.compile(r"^(\d+):(\d{2}):(\d{2})(?:\.(\d+))?$")
+
+
+def _track_end(stream: VideoStream) -> Fraction | None:
+    """The Matroska DURATION tag of a track (with or without a language suffix) in seconds."""
+    for key, value in stream.metadata.items():
+        if key.upper().split("-")[0] == "DURATION":
+            tagged = _DURATION_TAG.match(value.strip())
+            if tagged:
+                hours, minutes, seconds, fraction = tagged.groups()
+                fraction = fraction or "0"
+                whole = int(hours) * 3600 + int(minutes) * 60 + int(seconds)
+                return whole + Fraction(int(fraction), 10 ** len(fraction))
+    return None
+
+
+def _listed_extent(stream: VideoStream, rate: Fraction) -> ListedExtent:
+    if stream.frames:
+        return ListedExtent(frames=stream.frames)
+    return ListedExtent(end=_track_end(stream), period=1 / rate)
+
+
+def _check_complete(path: Path, listed: ListedExtent, found: int, reached: Fraction | None) -> None:
+    """Refuse a file that holds less than its header says: a copy or download cut short, or a Matroska
+    file whose damaged middle made the demuxer stop early (it says nothing of it)."""
+    missing = listed.shortfall(found, reached)
+    if missing is not None:
         raise UnreadableInputError(
-            f"{path} is incomplete: its header lists {listed} frames but it holds only {found} (a download or "
-            "copy cut short?); get the whole file again"
+            f"{path} is incomplete or damaged: {missing} (a download or copy cut short?); get the whole file again"
         )
+
+
+def _later_end(
+    reached: Fraction | None, item: av.Packet | av.VideoFrame, time_base: Fraction | None
+) -> Fraction | None:
+    """The later of `reached` and when `item` (a packet or frame) stops showing, in seconds."""
+    if item.pts is None or not time_base:
+        return reached
+    end = (item.pts + (item.duration or 0)) * time_base
+    return end if reached is None or end > reached else reached
 
 
 def _rotation(frame: av.VideoFrame, tag: str | None) -> int:
@@ -152,19 +224,21 @@ def _rotation(frame: av.VideoFrame, tag: str | None) -> int:
         return 0
 
 
-def probe_video(path: Path, fps: Fraction | None = None) -> tuple[SourceInfo, ColorInfo]:
-    """Metadata of a video from its header, the timestamps of its first frames and its first frame."""
+def probe_video(path: Path, fps: Fraction | None = None) -> tuple[SourceInfo, ColorInfo, ListedExtent]:
+    """Metadata of a video from its header, the timestamps of its first frames and its first frame, and
+    what its header says it holds."""
     with _open_input(path) as container:
         stream = _video_stream(container, path)
         with translate_errors(UnreadableInputError, f"Cannot read the frames of {path}; the file may be damaged"):
-            scanned = _leading_pts(container, stream, VFR_SAMPLE)
-        stamps = None if scanned is None else scanned[:VFR_SAMPLE]
+            scanned = _scan_packets(container, stream, VFR_SAMPLE)
+        stamps = None if scanned.stamps is None else scanned.stamps[:VFR_SAMPLE]
         rate = _frame_rate(stream, stamps, path)
         variable = bool(stamps and stream.time_base) and _is_variable(stamps, stream.time_base, rate)
-        whole_file = scanned is not None and len(scanned) < VFR_SAMPLE + REORDER_MARGIN
-        if whole_file and stream.frames:
-            _check_complete(path, stream.frames, len(scanned))
-        frame_count = stream.frames or (len(scanned) if whole_file else None)
+        whole_file = scanned.stamps is not None and scanned.count < VFR_SAMPLE + REORDER_MARGIN
+        listed = _listed_extent(stream, rate)
+        if whole_file:
+            _check_complete(path, listed, scanned.count, scanned.end)
+        frame_count = stream.frames or (scanned.count if whole_file else None)
         has_audio = bool(container.streams.audio)
         rotate_tag = stream.metadata.get("rotate")
     with _open_input(path) as container:
@@ -187,37 +261,40 @@ def probe_video(path: Path, fps: Fraction | None = None) -> tuple[SourceInfo, Co
         rotation=_rotation(first, rotate_tag),
     )
     color = ColorInfo(int(first.color_primaries), int(first.color_trc), int(first.colorspace), int(first.color_range))
-    return info, color
+    return info, color, listed
 
 
 class VideoSource(FrameSource):
     """Decodes a video file's first video stream, one pass per :meth:`frames` call."""
 
     def __init__(self, path: Path, fps: Fraction | None = None) -> None:
-        info, self.color = probe_video(path, fps)
+        info, self.color, self._listed = probe_video(path, fps)
         super().__init__(path, info)
 
     def count_frames(self) -> int:
-        """The container's count, else one pass over the packets (no decoding)."""
+        """The container's count, else one pass over the packets (no decoding), checked against the
+        duration the header gives."""
         if self.info.frame_count is not None:
             return self.info.frame_count
         with _open_input(self.path) as container:
             stream = _video_stream(container, self.path)
             with translate_errors(UnreadableInputError, f"Cannot read the packets of {self.path}"):
-                return sum(1 for _ in _packets(container, stream))
+                scan = _scan_packets(container, stream)
+        _check_complete(self.path, self._listed, scan.count, scan.end)
+        return scan.count
 
     def _iter_from(self, start_index: int) -> Iterator[np.ndarray]:
         pixel_format = rgb_format(self.info.bit_depth)
         with _open_input(self.path) as container:
             stream = _video_stream(container, self.path)
             stream.thread_type = "AUTO"
-            decoded = 0
+            decoded, reached = 0, None
             with translate_errors(UnreadableInputError, f"Cannot decode {self.path}; the file may be damaged"):
                 for frame in self._decoded_from(container, stream, start_index):
                     yield frame.to_ndarray(format=pixel_format)
                     decoded += 1
-            if self.info.frame_count and start_index < self.info.frame_count:
-                _check_complete(self.path, self.info.frame_count, start_index + decoded)
+                    reached = _later_end(reached, frame, stream.time_base)
+            _check_complete(self.path, self._listed, start_index + decoded, reached)
 
     def _decoded_from(
         self, container: InputContainer, stream: VideoStream, start_index: int
@@ -228,7 +305,7 @@ class VideoSource(FrameSource):
         stamps = None
         if not _COUNT_ONLY_FORMATS.intersection(container.format.name.split(",")):
             with _open_input(self.path) as scan:
-                stamps = _leading_pts(scan, _video_stream(scan, self.path), start_index + 1)
+                stamps = _scan_packets(scan, _video_stream(scan, self.path), start_index + 1).stamps
         if stamps is None:
             return islice(container.decode(stream), start_index, None)
         if len(stamps) <= start_index:
@@ -266,7 +343,7 @@ def _metadata_of(source: str | Path | VideoSource) -> tuple[SourceInfo, ColorInf
     if Path(source).is_dir():
         return None
     try:
-        return probe_video(Path(source))
+        return probe_video(Path(source))[:2]
     except (MediaError, *LIBRARY_ERRORS) as exc:
         log.warning("not copying the metadata of %s: %s", source, exc)
         return None
