@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -276,3 +280,35 @@ def test_a_one_clip_job_raises_its_error(tmp_path: Path) -> None:
     with pytest.raises(AmtVfiError, match=r"Codec ffv1 cannot be stored in \.mov files \(.*/out\.mov\)"):
         interpolate_distributed(clip, tmp_path / "out.mov", JobSettings(codec="ffv1"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "taken.mp4"]
+
+
+def test_ctrl_c_stops_a_job_and_the_local_ray_it_started_quietly(tmp_path: Path) -> None:
+    """A real SIGINT to the CLI's process group (what a terminal's Ctrl-C does): exit status 130, the
+    finished chunks kept for a rerun, and no Ray chatter about retrying the tasks it was stopping."""
+    source = write_folder(tmp_path / "in", [scene_frame(i, CUTS, *SIZE) for i in range(240)])
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "amt_vfi", str(source), "-o", str(out), "--ray", "--workers", "2"]
+    job = subprocess.Popen(
+        [*command, "--chunk-frames", str(CHUNK)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while not _finished_chunks(out, source):
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[0][-2000:]
+        time.sleep(0.1)
+    os.killpg(job.pid, signal.SIGINT)
+    output = job.communicate(timeout=60)[0]
+    assert job.returncode == 130, output[-2000:]
+    assert "interrupted; finished chunks are kept; rerun the same command to resume" in output
+    assert "retr" not in output and "Traceback" not in output, output[-2000:]
+    assert not out.exists() and 0 < len(_finished_chunks(out, source)) < 20
+
+
+def _finished_chunks(output: Path, source: Path) -> list[str]:
+    try:
+        return list(_manifest(output)["clips"][str(source)]["chunks"])
+    except (OSError, KeyError, ValueError):  # not written yet
+        return []

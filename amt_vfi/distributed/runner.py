@@ -472,10 +472,11 @@ def interpolate_distributed(
             actors, names = _start_workers(ray, settings, workers)
             run.dispatch(ray, actors)
         finally:
-            for actor in actors:
-                ray.kill(actor)
-            if started:
+            if started:  # the local Ray goes with its workers
                 ray.shutdown()
+            else:
+                for actor in actors:
+                    ray.kill(actor)
     if not any(clip.failed for clip in clips):
         shutil.rmtree(work_path(output), ignore_errors=True)
     return DistributedReport([clip.report for clip in clips], names, time.perf_counter() - start)
