@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +19,7 @@ from ..engine import DEFAULT_CUT_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, PRECISI
 from ..errors import AmtVfiError
 from ..media import absolute_path
 from ..network import CHECKPOINT_VARIANTS, CORRELATION_MODES
-from ..pipeline import JobReport, JobSettings, Timing, check_output, frames_at, keyframes_of, plan_for, render
+from ..pipeline import JobReport, JobSettings, Timing, interpolate_file
 
 DEBUG_VARIABLE = "AMT_VFI_DEBUG"
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
@@ -201,23 +200,20 @@ def settings_from_args(args: argparse.Namespace) -> JobSettings:
 
 
 def run(args: argparse.Namespace, input_path: Path) -> JobReport:
-    """Validate everything cheap first, then load the model, then stream."""
+    """The job in this process, with a progress bar from the moment it is planned."""
     from tqdm import tqdm
 
-    start = time.perf_counter()
-    settings = settings_from_args(args)
-    check_output(input_path, args.output, args.overwrite, settings.codec)
-    settings.resolve_model()  # a missing model is reported before the input is read (--dedup reads it all)
-    with settings.open_source(input_path) as source:
-        keyframes = None if settings.dedup_threshold is None else keyframes_of(source, settings.dedup_threshold)
-        count, plan = plan_for(source, settings.timing, keyframes)
-        frames = source.frames() if keyframes is None else frames_at(source.frames(), keyframes)
-        engine = settings.engine()
-        sink = settings.open_output(args.output, source, overwrite=args.overwrite)
-        with sink, tqdm(total=len(plan), unit="frame", disable=args.quiet, dynamic_ncols=True) as bar:
-            written = render(engine, frames, plan, sink, scene_threshold=settings.scene_threshold, on_frame=bar.update)
-    output_fps = settings.timing.output_fps(source.info.fps)
-    return JobReport(count, written, output_fps, time.perf_counter() - start, args.output)
+    with contextlib.ExitStack() as stack:
+        bars: list[tqdm] = []
+
+        def progress(written: int, total: int) -> None:
+            if not bars:
+                bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True)
+                bars.append(stack.enter_context(bar))
+            bars[0].update(written - bars[0].n)
+
+        settings = settings_from_args(args)
+        return interpolate_file(input_path, args.output, settings, overwrite=args.overwrite, progress=progress)
 
 
 def _summary(report: JobReport) -> str:

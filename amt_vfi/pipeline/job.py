@@ -7,6 +7,7 @@ chunk is the part of it whose pairs start in a range of input frames.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -225,6 +226,47 @@ def keyframes_of(source: FrameSource, threshold: float) -> list[int]:
     cannot be planned is refused first)."""
     check_constant_rate(source)
     return distinct_frames((to_tensor(frame) for frame in source.frames()), threshold)
+
+
+def interpolate_file(
+    input_path: str | Path,
+    output: str | Path,
+    settings: JobSettings | None = None,
+    *,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> JobReport:
+    """Interpolate a video or an image folder into a video or an image folder, in this process: the
+    `amt-vfi` command's job (`settings` holds its options; `interpolate_distributed` runs it on Ray).
+
+    Everything cheap is checked before any work: the output (never over the input, nor over an existing
+    file without `overwrite`), the model (found or downloaded), the input's rate. The input is then read
+    once (twice with dedup), decoded, interpolated and encoded in a stream, and the output appears only
+    when it is complete. `progress(written, total)` is called once the output is planned (0 written) and
+    after each output frame.
+    """
+    start = time.perf_counter()
+    settings = settings or JobSettings()
+    input_path, output = Path(input_path), Path(output)
+    check_output(input_path, output, overwrite, settings.codec)
+    settings.resolve_model()  # a missing model is reported before the input is read (dedup reads it all)
+    with settings.open_source(input_path) as source:
+        keyframes = None if settings.dedup_threshold is None else keyframes_of(source, settings.dedup_threshold)
+        count, plan = plan_for(source, settings.timing, keyframes)
+        frames = source.frames() if keyframes is None else frames_at(source.frames(), keyframes)
+        engine = settings.engine()
+        written = 0
+        report = progress or (lambda written, total: None)
+        report(written, len(plan))
+
+        def one_more() -> None:
+            nonlocal written
+            written += 1
+            report(written, len(plan))
+
+        with settings.open_output(output, source, overwrite=overwrite) as sink:
+            render(engine, frames, plan, sink, scene_threshold=settings.scene_threshold, on_frame=one_more)
+    return JobReport(count, written, settings.timing.output_fps(source.info.fps), time.perf_counter() - start, output)
 
 
 def frames_at(frames: Iterator[np.ndarray], indices: Sequence[int]) -> Iterator[np.ndarray]:
