@@ -42,3 +42,31 @@ def test_checks_come_before_any_work(tmp_path: Path) -> None:
         interpolate_file(
             tmp_path / "nothing.mp4", tmp_path / "out.mp4", JobSettings(checkpoint=tmp_path / "missing.pth")
         )
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Timing(multiplier=1), "multiplier must be 2 or more"),
+        (lambda: Timing(), "a multiplier .* or a target fps .*: one of them"),
+        (lambda: Timing(multiplier=2, fps=Fraction(60)), "one of them, not both"),
+        (lambda: Timing(fps=float("nan")), "fps must be a positive frame rate, got nan"),
+        (lambda: JobSettings(crf=99), "crf must be 0 .* to 63 .*, got 99"),
+        (lambda: JobSettings(crf=17.5), "crf must be .*, got 17.5"),
+        (lambda: JobSettings(scene_threshold=2.0), "scene_threshold must be above 0 and at most 1"),
+        (lambda: JobSettings(dedup_threshold=-1), "dedup_threshold must be at least 0 and below 1"),
+        (lambda: JobSettings(input_fps=0), "fps must be a positive frame rate, got 0"),
+        (lambda: JobSettings(device="tpu"), "device must be one of auto, cpu, cuda, mps, not 'tpu'"),
+        (lambda: JobSettings(precision="fp8"), "precision must be one of"),
+        (lambda: JobSettings(correlation="some"), "correlation must be one of"),
+        (lambda: JobSettings(scale=0.3), "scale factor 0.3 is not usable"),
+        (lambda: JobSettings(timing=2), "timing must be a Timing"),
+    ],
+)
+def test_settings_are_checked_when_made(make, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        make()
+
+
+def test_a_gpu_by_number_is_a_device_name() -> None:
+    assert JobSettings(device="cuda:1").device == "cuda:1"  # checked against the GPUs where the job runs

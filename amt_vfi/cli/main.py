@@ -15,11 +15,11 @@ from pathlib import Path
 
 from .. import __version__
 from ..distributed import DEFAULT_CHUNK_FRAMES, ChunkEvent, interpolate_distributed, is_batch
-from ..engine import DEFAULT_CUT_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, PRECISION_CHOICES
+from ..engine import DEFAULT_CUT_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, DEVICE_CHOICES, PRECISION_CHOICES
 from ..errors import AmtVfiError
 from ..media import absolute_path
 from ..network import CHECKPOINT_VARIANTS, CORRELATION_MODES
-from ..pipeline import JobReport, JobSettings, Timing, interpolate_file
+from ..pipeline import JobReport, JobSettings, Timing, interpolate_file, option_problem
 
 DEBUG_VARIABLE = "AMT_VFI_DEBUG"
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
@@ -38,14 +38,20 @@ checkpoints are looked up in $AMT_VFI_MODELS, then the user cache (~/.cache/amt-
 downloaded there on first use; --checkpoint uses a file directly."""
 
 
+def _checked(name: str, value: float) -> float:
+    """`value` when the job option `name` accepts it, else the rule as argparse's message."""
+    problem = option_problem(name, value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def _rate(text: str) -> Fraction:
     try:
         value = Fraction(text)
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"{text!r} is not a frame rate (use e.g. 60, 59.94 or 60000/1001)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"frame rate must be positive, got {text}")
-    return value
+    return _checked("fps", value)
 
 
 def _whole(text: str) -> int:
@@ -53,13 +59,6 @@ def _whole(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-
-
-def _multiplier(text: str) -> int:
-    value = _whole(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be 2 or more (the output has N times the frames), got {value}")
-    return value
 
 
 def _number(text: str) -> float:
@@ -72,25 +71,20 @@ def _number(text: str) -> float:
     return value
 
 
+def _multiplier(text: str) -> int:
+    return _checked("multiplier", _whole(text))
+
+
 def _cut_threshold(text: str) -> float:
-    value = _number(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1 (lower finds more cuts), got {text}")
-    return value
+    return _checked("scene_threshold", _number(text))
 
 
 def _repeat_threshold(text: str) -> float:
-    value = _number(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1 (higher finds more repeats), got {text}")
-    return value
+    return _checked("dedup_threshold", _number(text))
 
 
 def _crf(text: str) -> int:
-    value = _whole(text)
-    if not 0 <= value <= 63:
-        raise argparse.ArgumentTypeError(f"must be 0 (lossless) to 63 (H.264 and H.265 stop at 51), got {value}")
-    return value
+    return _checked("crf", _whole(text))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="amt-s", choices=sorted(CHECKPOINT_VARIANTS), help="default amt-s")
     model.add_argument("--checkpoint", type=Path, help="use this checkpoint file (.pth or .safetensors)")
-    model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
+    model.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default auto")
     model.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help="auto: fp16 on CUDA, else fp32")
     model.add_argument("--scale", type=_number, default=1.0, help="network resolution factor, e.g. 0.5 for 4K")
     model.add_argument("--correlation", default="auto", choices=CORRELATION_MODES, help="default auto (by memory)")

@@ -1,6 +1,6 @@
 """The interpolation engine: pairs, time-step plans, padding, batching, precision, memory, caching."""
 
-from .devices import PRECISION_CHOICES, resolve_device, resolve_precision
+from .devices import DEVICE_CHOICES, PRECISION_CHOICES, resolve_device, resolve_precision
 from .interpolator import Interpolator, frames_in_order
 from .model_cache import cached_model, release_models
 from .padding import padding_for
@@ -25,6 +25,7 @@ from .scene import (
 __all__ = [
     "DEFAULT_CUT_THRESHOLD",
     "DEFAULT_DUPLICATE_THRESHOLD",
+    "DEVICE_CHOICES",
     "Interpolator",
     "PRECISION_CHOICES",
     "PlannedFrame",

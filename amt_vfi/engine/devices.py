@@ -8,6 +8,8 @@ from ..errors import InputError
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PRECISION_CHOICES: tuple[str, ...] = ("auto", *PRECISIONS)
+#: Device names ('cuda:1' picks a GPU).
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -29,7 +31,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         return torch.device(device)
     except RuntimeError:
-        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or mps") from None
+        raise InputError(f"unknown device {device!r}; use {', '.join(DEVICE_CHOICES)}") from None
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:

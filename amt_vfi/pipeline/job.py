@@ -7,6 +7,8 @@ chunk is the part of it whose pairs start in a range of input frames.
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ import torch
 from ..checkpoints import resolve_checkpoint
 from ..engine import (
     DEFAULT_CUT_THRESHOLD,
+    DEVICE_CHOICES,
+    PRECISION_CHOICES,
     Interpolator,
     PlannedFrame,
     cut_detector,
@@ -28,11 +32,37 @@ from ..engine import (
     retime_plan,
     retime_positions,
 )
+from ..engine.memory import check_correlation
+from ..engine.padding import alignment_for
 from ..errors import InputError
 from ..media import DEFAULT_CODEC, FrameSink, FrameSource, is_video_output, open_sink, open_source
 from ..media.atomic import check_destination
 from ..media.video import check_video_output
 from .background import BackgroundWriter, prefetch
+
+# The ranges of the job's numeric options: what each must be, for the library's messages and the CLI's.
+_RULES: dict[str, tuple[Callable[[float], bool], bool, str]] = {  # name: (test, whole numbers only, rule)
+    "multiplier": (lambda v: v >= 2, True, "must be 2 or more (the output has N times the frames)"),
+    "fps": (lambda v: v > 0, False, "must be a positive frame rate"),
+    "scene_threshold": (lambda v: 0 < v <= 1, False, "must be above 0 and at most 1 (lower finds more cuts)"),
+    "dedup_threshold": (lambda v: 0 <= v < 1, False, "must be at least 0 and below 1 (higher finds more repeats)"),
+    "crf": (lambda v: 0 <= v <= 63, True, "must be 0 (lossless) to 63 (H.264 and H.265 stop at 51)"),
+}
+
+
+def option_problem(name: str, value: object) -> str | None:
+    """What is wrong with `value` for the job option `name` ('must be ..., got ...'), or None."""
+    test, whole, rule = _RULES[name]
+    usable = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if usable and (not whole or float(value).is_integer()) and test(value):
+        return None
+    return f"{rule}, got {value if isinstance(value, numbers.Number) else repr(value)}"
+
+
+def _check_option(name: str, value: object) -> None:
+    problem = option_problem(name, value)
+    if problem is not None:
+        raise InputError(f"{name} {problem}")
 
 
 @dataclass(frozen=True)
@@ -41,6 +71,14 @@ class Timing:
 
     multiplier: int | None = None
     fps: Fraction | None = None
+
+    def __post_init__(self) -> None:
+        if (self.multiplier is None) == (self.fps is None):
+            raise InputError("give the timing a multiplier (e.g. 2) or a target fps (e.g. 60): one of them, not both")
+        if self.multiplier is not None:
+            _check_option("multiplier", self.multiplier)
+        else:
+            _check_option("fps", self.fps)
 
     def output_fps(self, input_fps: Fraction) -> Fraction:
         return Fraction(input_fps) * self.multiplier if self.multiplier else Fraction(self.fps)
@@ -83,6 +121,24 @@ class JobSettings:
     dedup_threshold: float | None = None
     crf: int = 18
     codec: str = DEFAULT_CODEC
+
+    def __post_init__(self) -> None:
+        """Refuse nonsense before any work (the device itself is checked where the engine runs: a Ray
+        driver may have no GPU while its workers do)."""
+        if not isinstance(self.timing, Timing):
+            raise InputError(f"timing must be a Timing, e.g. Timing(multiplier=2), got {self.timing!r}")
+        for name in ("scene_threshold", "dedup_threshold"):
+            if getattr(self, name) is not None:
+                _check_option(name, getattr(self, name))
+        _check_option("crf", self.crf)
+        if self.input_fps is not None:
+            _check_option("fps", self.input_fps)
+        if not isinstance(self.device, str) or self.device.split(":")[0] not in DEVICE_CHOICES:
+            raise InputError(f"device must be one of {', '.join(DEVICE_CHOICES)}, not {self.device!r}")
+        if self.precision not in PRECISION_CHOICES:
+            raise InputError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, not {self.precision!r}")
+        check_correlation(self.correlation)
+        alignment_for(self.scale)
 
     def resolve_model(self) -> Path:
         """The checkpoint file, found or downloaded now, so a missing model is reported before any work."""
