@@ -645,3 +645,13 @@ def test_offline_download_failure_says_where_to_put_the_file(pack, errors, fake_
     message = str(caught.value)
     assert "huggingface.co/lalala125/AMT/resolve/main/amt-g.pth" in message and str(folder) in message
     assert not [p for p in folder.iterdir() if p.name.endswith(".partial")]  # no half-written file left
+
+
+def test_a_gpu_run_asks_comfyui_to_make_room_first(nodes, blend, fake_comfy) -> None:
+    freed: list[tuple[int, torch.device]] = []
+    model_management = sys.modules["comfy.model_management"]
+    model_management.free_memory = lambda memory, device, keep_loaded=(): freed.append((memory, device))
+    nodes.host.make_room(torch.device("cuda", 0), 3 << 30)
+    assert freed == [(3 << 30, torch.device("cuda", 0))]
+    vfi(nodes, numbered_frames(3), 2)  # on the CPU there is nothing to unload
+    assert len(freed) == 1

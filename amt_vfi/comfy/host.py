@@ -78,6 +78,15 @@ def soft_empty_cache(device: torch.device | None = None) -> None:
         release_cached_memory(device)
 
 
+def make_room(device: torch.device, memory_bytes: int) -> None:
+    """Ask ComfyUI to unload other models from `device` until `memory_bytes` are free, as core nodes get
+    through `load_models_gpu`: AMT at 4K would not fit beside a loaded diffusion model. Nothing on a CPU
+    or outside ComfyUI."""
+    mm = _model_management()
+    if device.type != "cpu" and mm is not None and hasattr(mm, "free_memory"):
+        mm.free_memory(memory_bytes, device)
+
+
 def throw_if_interrupted() -> None:
     """Raise ComfyUI's interrupt exception if the user pressed Cancel; nothing outside ComfyUI."""
     mm = _model_management()

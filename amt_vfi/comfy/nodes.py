@@ -237,6 +237,7 @@ def interpolate_frames(
         between_batches=host.throw_if_interrupted,  # Cancel also inside a pair with many time steps
     )
     height, width = frames.shape[1:3]
+    host.make_room(interpolator.device, interpolator.least_device_memory(height, width))
     output = _allocate_output(len(plan), height, width)
     progress = host.progress_bar(len(plan))
     outputs = interpolator.run(frames_in_order(frames), plan)  # lazy: a pair is computed when first asked

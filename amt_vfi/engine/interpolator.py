@@ -19,7 +19,7 @@ from ..network import AMT, CorrelationMode, PairFeatures
 from ..network.layers import device_constant
 from .cpu_memory import KEEP_FREED_MEMORY_PIXELS, freed_memory_kept, keep_freed_memory
 from .devices import release_cached_memory, resolve_device, resolve_precision
-from .memory import check_correlation, correlation_budget, default_budget, with_memory_fallback
+from .memory import check_correlation, correlation_budget, default_budget, least_pair_bytes, with_memory_fallback
 from .model_cache import cached_model
 from .padding import Padding, alignment_for, padding_for
 from .plan import PlannedFrame, plan_groups
@@ -158,6 +158,14 @@ class Interpolator:
             self.model.to(self.device)
 
     # -- sizing ---------------------------------------------------------------------------------
+
+    def least_device_memory(self, height: int, width: int) -> int:
+        """Bytes of device memory (weights included) below which frames of this size cannot be
+        interpolated even one time step at a time with the on-demand correlation."""
+        padding = padding_for(height, width, self.scale_factor)
+        pixels = (height + padding.top + padding.bottom) * (width + padding.left + padding.right)
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return weights + least_pair_bytes(pixels, self.model.spec.fields, self.dtype)
 
     def _budget(self) -> int:
         return self.memory_budget_bytes or default_budget(self.device)

@@ -26,6 +26,19 @@ def default_budget(device: torch.device) -> int:
     return 2 * GIB
 
 
+# Peak device memory of one pair decoded one time step at a time with the on-demand correlation, in
+# elements per padded pixel, measured on an H200 (fp16 and fp32, 1080p and 4K): about 290 for AMT-S
+# (three flow fields), 555 for AMT-G (five, wider layers); AMT-L is counted as AMT-G.
+_LEAST_ELEMENTS_PER_PIXEL = {3: 290, 5: 555}
+
+
+def least_pair_bytes(padded_pixels: int, fields: int, dtype: torch.dtype) -> int:
+    """The least a pair needs on a GPU (with a fifth more as margin): what a host holding other models
+    should free before interpolating."""
+    per_pixel = _LEAST_ELEMENTS_PER_PIXEL.get(fields, max(_LEAST_ELEMENTS_PER_PIXEL.values()))
+    return int(padded_pixels * per_pixel * dtype.itemsize * 1.2)
+
+
 def check_correlation(mode: str) -> None:
     """An unknown correlation mode is the caller's mistake: name the ones there are."""
     if mode not in CORRELATION_MODES:
