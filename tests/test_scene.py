@@ -47,11 +47,29 @@ def test_an_edit_between_unrelated_pictures_is_a_cut(size: tuple[int, int]) -> N
     assert cut_detector()(fine_texture(*size, seed=1), fine_texture(*size, seed=2))
 
 
-def test_flat_frames_differ_only_by_brightness() -> None:
+def test_flat_frames_differ_by_colour() -> None:
     black, grey = torch.zeros(90, 160, 3), torch.full((90, 160, 3), 0.5)
+    red, green = torch.zeros(90, 160, 3), torch.zeros(90, 160, 3)
+    red[..., 0], green[..., 1] = 1.0, 1.0
     picture = natural_picture(90, 160, seed=1)
     is_cut = cut_detector()
     assert not is_cut(black, black.clone())
     assert not is_cut(black, black + 0.01)  # a fade
     assert is_cut(black, grey)
+    assert is_cut(red, green)  # colour slates of one brightness
     assert is_cut(black, picture)  # a cut from black
+
+
+@pytest.mark.parametrize("bars", ["letterbox", "pillarbox"])
+def test_black_bars_neither_hide_cuts_nor_make_pans_cuts(bars: str) -> None:
+    def framed(picture: torch.Tensor) -> torch.Tensor:
+        picture = picture.clone()
+        if bars == "letterbox":
+            picture[:50], picture[-50:] = 0.0, 0.0
+        else:
+            picture[:, :90], picture[:, -90:] = 0.0, 0.0
+        return picture
+
+    scene = natural_picture(360 + 100, 640 + 100, seed=4)
+    assert cut_detector()(framed(natural_picture(360, 640, seed=1)), framed(natural_picture(360, 640, seed=2)))
+    assert not cut_detector()(framed(scene[50:410, 50:690]), framed(scene[60:420, 30:670]))

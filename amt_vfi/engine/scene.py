@@ -11,7 +11,6 @@ import torch.nn.functional as F
 # Cut detection compares luma thumbnails of this side, aligned on the camera's pan when it is at most a
 # quarter of the frame per frame.
 THUMBNAIL = 128
-MOST_PAN = THUMBNAIL // 4
 DEFAULT_CUT_THRESHOLD = 0.3
 DUPLICATE_THUMBNAIL = 128
 # Mean absolute luma difference (0..1) below which two frames count as one picture: under one 8-bit step,
@@ -27,48 +26,64 @@ def _luma(frame: torch.Tensor, size: int) -> torch.Tensor:
     return F.adaptive_avg_pool2d(frame[..., :3].float().mean(dim=-1)[None, None], (size, size))[0, 0]
 
 
-def _cut_features(frame: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """A frame's luma thumbnail less its mean, and its mean brightness."""
-    small = _luma(frame, THUMBNAIL)
-    return small - small.mean(), float(frame[..., :3].float().mean())
+def _cut_features(frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A frame's luma thumbnail and the mean of each colour channel."""
+    pixels = frame[..., :3].float()
+    return _luma(frame, THUMBNAIL), pixels.mean(dim=(0, 1))
+
+
+def _active_span(first: torch.Tensor, second: torch.Tensor, dim: int) -> slice:
+    """The rows (dim 0) or columns (dim 1) between the flat bands both thumbnails share at their edges
+    (letterbox bars would otherwise make any two pictures correlate)."""
+    varied = torch.nonzero((first.std(dim=1 - dim) > _FLAT) | (second.std(dim=1 - dim) > _FLAT))
+    if varied.numel() == 0:
+        return slice(None)
+    return slice(int(varied[0]), int(varied[-1]) + 1)
 
 
 def _pan(first: torch.Tensor, second: torch.Tensor) -> tuple[int, int]:
     """The shift (rows, columns) that moves `second` onto `first`, found by phase correlation; (0, 0) when
-    it exceeds MOST_PAN."""
-    window = torch.outer(torch.hann_window(THUMBNAIL, periodic=False), torch.hann_window(THUMBNAIL, periodic=False))
-    cross = torch.fft.rfft2(first * window) * torch.fft.rfft2(second * window).conj()
-    peaks = torch.fft.irfft2(cross / (cross.abs() + 1e-12), s=(THUMBNAIL, THUMBNAIL))
-    rows, columns = divmod(int(peaks.argmax()), THUMBNAIL)
-    rows -= THUMBNAIL if rows > THUMBNAIL // 2 else 0
-    columns -= THUMBNAIL if columns > THUMBNAIL // 2 else 0
-    return (rows, columns) if max(abs(rows), abs(columns)) <= MOST_PAN else (0, 0)
+    it exceeds a quarter of the picture."""
+    height, width = first.shape
+    window = torch.outer(
+        torch.hann_window(height, periodic=False, device=first.device),
+        torch.hann_window(width, periodic=False, device=first.device),
+    )
+    cross = torch.fft.rfft2((first - first.mean()) * window) * torch.fft.rfft2((second - second.mean()) * window).conj()
+    peaks = torch.fft.irfft2(cross / (cross.abs() + 1e-12), s=(height, width))
+    rows, columns = divmod(int(peaks.argmax()), width)
+    rows -= height if rows > height // 2 else 0
+    columns -= width if columns > width // 2 else 0
+    return (rows, columns) if abs(rows) <= height // 4 and abs(columns) <= width // 4 else (0, 0)
 
 
-def _span(shift: int) -> tuple[slice, slice]:
+def _span(shift: int, size: int) -> tuple[slice, slice]:
     """The rows (or columns) of the first and the second picture that overlap when shifted by `shift`."""
     if shift >= 0:
-        return slice(shift, THUMBNAIL), slice(0, THUMBNAIL - shift)
-    return slice(0, THUMBNAIL + shift), slice(-shift, THUMBNAIL)
+        return slice(shift, size), slice(0, size - shift)
+    return slice(0, size + shift), slice(-shift, size)
 
 
 def _correlation(first: torch.Tensor, second: torch.Tensor) -> float:
-    """Normalised correlation of two thumbnails (1 for two flat ones: the brightness tells those apart)."""
+    """Normalised correlation of two thumbnails (1 for two flat ones: their colours tell those apart)."""
     first, second = first - first.mean(), second - second.mean()
-    flat = [float(x.std()) < _FLAT for x in (first, second)]
+    flat = [float(x.std()) < _FLAT if x.numel() > 1 else True for x in (first, second)]
     if any(flat):
         return 1.0 if all(flat) else 0.0
     return float((first * second).sum() / (first.norm() * second.norm()))
 
 
-def _score(first: tuple[torch.Tensor, float], second: tuple[torch.Tensor, float]) -> float:
-    """0 for the same picture, about 0.5 for unrelated pictures: (1 - correlation) / 2 of the thumbnails,
-    aligned on the camera's pan where that matches better, plus the change in mean brightness. A pan,
-    however fast, scores low (unaligned, a 40-pixel pan of a 640 x 360 scene scored as high as an edit)."""
-    a, b = first[0], second[0]
-    (rows_a, rows_b), (columns_a, columns_b) = (_span(shift) for shift in _pan(a, b))
+def _score(first: tuple[torch.Tensor, torch.Tensor], second: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """0 for the same picture, about 0.5 for unrelated pictures: (1 - correlation) / 2 of the thumbnails
+    inside shared letterbox bars, aligned on the camera's pan where that matches better, plus the largest
+    change of a colour channel's mean. A pan, however fast, scores low (unaligned, a 40-pixel pan of a
+    640 x 360 scene scored as high as an edit)."""
+    rows, columns = (_active_span(first[0], second[0], dim) for dim in (0, 1))
+    a, b = first[0][rows, columns], second[0][rows, columns]
+    (shift_rows, shift_columns), (height, width) = _pan(a, b), a.shape
+    (rows_a, rows_b), (columns_a, columns_b) = _span(shift_rows, height), _span(shift_columns, width)
     correlation = max(_correlation(a, b), _correlation(a[rows_a, columns_a], b[rows_b, columns_b]))
-    return (1.0 - correlation) / 2.0 + abs(first[1] - second[1])
+    return (1.0 - correlation) / 2.0 + float((first[1] - second[1]).abs().max())
 
 
 def cut_detector(threshold: float = DEFAULT_CUT_THRESHOLD) -> Callable[[torch.Tensor, torch.Tensor], bool]:
@@ -79,7 +94,7 @@ def cut_detector(threshold: float = DEFAULT_CUT_THRESHOLD) -> Callable[[torch.Te
     """
     last: list = [None, None]  # the frame of the previous call's second position, and its features
 
-    def features(frame: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def features(frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return last[1] if frame is last[0] else _cut_features(frame)
 
     def is_cut(frame0: torch.Tensor, frame1: torch.Tensor) -> bool:
