@@ -38,7 +38,7 @@ CHUNK = 12  # input frames: a 60-frame clip becomes 6 chunks, two of them ending
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield
     ray.shutdown()
 

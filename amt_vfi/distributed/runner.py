@@ -146,8 +146,8 @@ def _connect(ray: Any, address: str | None, quiet: bool) -> bool:
     try:
         if address:
             ray.init(address=address, **options)
-        else:
-            ray.init(include_dashboard=False, **options)
+        else:  # a Ray of our own, even where `ray start` left a cluster (or its stale address) behind
+            ray.init(address="local", include_dashboard=False, **options)
     except (ConnectionError, RuntimeError, ValueError) as error:
         reason = str(error).split(". ")[0].rstrip(".")  # Ray goes on about flags amt-vfi does not have
         advice = "start it (ray start --head) or give --ray without an address" if address else "check the Ray install"
