@@ -472,11 +472,12 @@ def interpolate_distributed(
             actors, names = _start_workers(ray, settings, workers)
             run.dispatch(ray, actors)
         finally:
-            if started:  # the local Ray goes with its workers
-                ray.shutdown()
-            else:
+            own_local_ray = started and not address  # it goes down with its workers, without retry notices
+            if not own_local_ray:
                 for actor in actors:
                     ray.kill(actor)
+            if started:
+                ray.shutdown()
     if not any(clip.failed for clip in clips):
         shutil.rmtree(work_path(output), ignore_errors=True)
     return DistributedReport([clip.report for clip in clips], names, time.perf_counter() - start)
