@@ -51,15 +51,17 @@ def make_clip(
     rotation: int = 0,
     bt709: bool = False,
     timestamps: Sequence[int] | None = None,
+    track_tags: dict[str, str] | None = None,
 ) -> list[np.ndarray]:
     """Write an H.264 clip (frame i at pts i in a 1/fps time base unless ``timestamps`` say otherwise)
-    with an optional sine audio track; returns the RGB frames that went in."""
+    with an optional sine audio track and tags on the video track; returns the RGB frames that went in."""
     pictures = [pattern(i, *size) for i in range(frames)]
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=fps, options={"crf": "16"})
         video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
         video.time_base = 1 / fps
         video.codec_context.gop_size = gop
+        video.metadata.update(track_tags or {})
         if rotation:
             video.set_display_rotation(rotation)
         if bt709:

@@ -344,6 +344,16 @@ def test_a_matroska_file_with_gaps_is_complete(tmp_path: Path) -> None:
         assert sum(1 for _ in source.frames()) == len(stamps)
 
 
+def test_stale_statistics_tags_of_a_remuxed_matroska_file_are_not_believed(tmp_path: Path) -> None:
+    """mkvmerge's per-language statistics tags survive remuxing unchanged; FFmpeg's own DURATION is fresh."""
+    clip = tmp_path / "remuxed.mkv"
+    stale = {"DURATION-eng": "00:10:00.000000000", "NUMBER_OF_FRAMES-eng": "14400"}
+    make_clip(clip, frames=30, size=(96, 64), audio_codec=None, track_tags=stale)
+    with open_source(clip) as source:
+        assert source.count_frames() == 30
+        assert sum(1 for _ in source.frames()) == 30
+
+
 def test_a_whole_matroska_file_starting_late_is_complete(tmp_path: Path) -> None:
     """The duration tag is the end time: a clip whose first frame is at 2 s is not taken for a cut one."""
     clip = tmp_path / "late.mkv"

@@ -106,28 +106,39 @@ def _packets(container: InputContainer, stream: VideoStream) -> Iterator[av.Pack
 
 @dataclass
 class _PacketScan:
-    """What a pass over a stream's packets found: how many, their pts sorted (None when a packet has none)
-    and when the last of them stops showing (seconds)."""
+    """What a pass over a stream's packets found: how many, their pts sorted (None when not kept or when a
+    packet has none) and the latest time one of them stops showing (in the stream's time base)."""
 
     count: int = 0
     stamps: list[int] | None = field(default_factory=list)
-    end: Fraction | None = None
-
-    def add(self, packet: av.Packet, time_base: Fraction | None) -> None:
-        self.count += 1
-        if packet.pts is None:
-            self.stamps = None
-        elif self.stamps is not None:
-            self.stamps.append(packet.pts)
-        self.end = _later_end(self.end, packet, time_base)
+    last_stop: int | None = None
 
 
-def _scan_packets(container: InputContainer, stream: VideoStream, count: float = math.inf) -> _PacketScan:
+def _seconds(stamp: int | None, time_base: Fraction | None) -> Fraction | None:
+    return stamp * time_base if stamp is not None and time_base else None
+
+
+def _later_stop(last_stop: int | None, item: av.Packet | av.VideoFrame) -> int | None:
+    """The later of `last_stop` and when `item` (a packet or frame) stops showing, in its time base."""
+    if item.pts is None:
+        return last_stop
+    stop = item.pts + (item.duration or 0)
+    return stop if last_stop is None or stop > last_stop else last_stop
+
+
+def _scan_packets(
+    container: InputContainer, stream: VideoStream, count: float = math.inf, keep_stamps: bool = True
+) -> _PacketScan:
     """The first ``count + REORDER_MARGIN`` packets (all of them in a shorter file), so the first ``count``
     sorted stamps are the first presentation timestamps."""
-    scan = _PacketScan()
+    scan = _PacketScan(stamps=[] if keep_stamps else None)
     for packet in _packets(container, stream):
-        scan.add(packet, stream.time_base)
+        scan.count += 1
+        if packet.pts is None:
+            scan.stamps = None
+        elif scan.stamps is not None:
+            scan.stamps.append(packet.pts)
+        scan.last_stop = _later_stop(scan.last_stop, packet)
         if scan.count >= count + REORDER_MARGIN:
             break
     if scan.stamps is not None:
@@ -177,16 +188,14 @@ _DURATION_TAG = re.compile(r"^(\d+):(\d{2}):(\d{2})(?:\.(\d+))?$")
 
 
 def _track_end(stream: VideoStream) -> Fraction | None:
-    """The Matroska DURATION tag of a track (with or without a language suffix) in seconds."""
-    for key, value in stream.metadata.items():
-        if key.upper().split("-")[0] == "DURATION":
-            tagged = _DURATION_TAG.match(value.strip())
-            if tagged:
-                hours, minutes, seconds, fraction = tagged.groups()
-                fraction = fraction or "0"
-                whole = int(hours) * 3600 + int(minutes) * 60 + int(seconds)
-                return whole + Fraction(int(fraction), 10 ** len(fraction))
-    return None
+    """The DURATION tag of a Matroska track in seconds: FFmpeg writes it afresh on every mux. Tags with a
+    language suffix (mkvmerge's statistics) are not used: remuxing tools copy them unchanged."""
+    tagged = _DURATION_TAG.match(stream.metadata.get("DURATION", "").strip())
+    if tagged is None:
+        return None
+    hours, minutes, seconds, fraction = tagged.groups()
+    fraction = fraction or "0"
+    return int(hours) * 3600 + int(minutes) * 60 + int(seconds) + Fraction(int(fraction), 10 ** len(fraction))
 
 
 def _listed_extent(stream: VideoStream, rate: Fraction) -> ListedExtent:
@@ -203,16 +212,6 @@ def _check_complete(path: Path, listed: ListedExtent, found: int, reached: Fract
         raise UnreadableInputError(
             f"{path} is incomplete or damaged: {missing} (a download or copy cut short?); get the whole file again"
         )
-
-
-def _later_end(
-    reached: Fraction | None, item: av.Packet | av.VideoFrame, time_base: Fraction | None
-) -> Fraction | None:
-    """The later of `reached` and when `item` (a packet or frame) stops showing, in seconds."""
-    if item.pts is None or not time_base:
-        return reached
-    end = (item.pts + (item.duration or 0)) * time_base
-    return end if reached is None or end > reached else reached
 
 
 def _rotation(frame: av.VideoFrame, tag: str | None) -> int:
@@ -237,7 +236,7 @@ def probe_video(path: Path, fps: Fraction | None = None) -> tuple[SourceInfo, Co
         whole_file = scanned.stamps is not None and scanned.count < VFR_SAMPLE + REORDER_MARGIN
         listed = _listed_extent(stream, rate)
         if whole_file:
-            _check_complete(path, listed, scanned.count, scanned.end)
+            _check_complete(path, listed, scanned.count, _seconds(scanned.last_stop, stream.time_base))
         frame_count = stream.frames or (scanned.count if whole_file else None)
         has_audio = bool(container.streams.audio)
         rotate_tag = stream.metadata.get("rotate")
@@ -279,8 +278,8 @@ class VideoSource(FrameSource):
         with _open_input(self.path) as container:
             stream = _video_stream(container, self.path)
             with translate_errors(UnreadableInputError, f"Cannot read the packets of {self.path}"):
-                scan = _scan_packets(container, stream)
-        _check_complete(self.path, self._listed, scan.count, scan.end)
+                scan = _scan_packets(container, stream, keep_stamps=False)
+            _check_complete(self.path, self._listed, scan.count, _seconds(scan.last_stop, stream.time_base))
         return scan.count
 
     def _iter_from(self, start_index: int) -> Iterator[np.ndarray]:
@@ -288,13 +287,13 @@ class VideoSource(FrameSource):
         with _open_input(self.path) as container:
             stream = _video_stream(container, self.path)
             stream.thread_type = "AUTO"
-            decoded, reached = 0, None
+            decoded, last_stop = 0, None
             with translate_errors(UnreadableInputError, f"Cannot decode {self.path}; the file may be damaged"):
                 for frame in self._decoded_from(container, stream, start_index):
                     yield frame.to_ndarray(format=pixel_format)
                     decoded += 1
-                    reached = _later_end(reached, frame, stream.time_base)
-            _check_complete(self.path, self._listed, start_index + decoded, reached)
+                    last_stop = _later_stop(last_stop, frame)
+            _check_complete(self.path, self._listed, start_index + decoded, _seconds(last_stop, stream.time_base))
 
     def _decoded_from(
         self, container: InputContainer, stream: VideoStream, start_index: int
