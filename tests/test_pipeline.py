@@ -5,7 +5,9 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from media_helpers import make_clip, stream_summary
 
 from amt_vfi.errors import InputError
@@ -50,9 +52,11 @@ def test_checks_come_before_any_work(tmp_path: Path) -> None:
         (lambda: Timing(multiplier=1), "multiplier must be 2 or more"),
         (lambda: Timing(), "a multiplier .* or a target fps .*: one of them"),
         (lambda: Timing(multiplier=2, fps=Fraction(60)), "one of them, not both"),
-        (lambda: Timing(fps=float("nan")), "fps must be a positive frame rate, got nan"),
+        (lambda: Timing(fps=float("nan")), "fps must be a number, got nan"),
+        (lambda: Timing(fps="60"), "fps must be a number, got '60'"),
+        (lambda: Timing(multiplier=2.5), "multiplier must be a whole number, got 2.5"),
         (lambda: JobSettings(crf=99), "crf must be 0 .* to 63 .*, got 99"),
-        (lambda: JobSettings(crf=17.5), "crf must be .*, got 17.5"),
+        (lambda: JobSettings(crf=17.5), "crf must be a whole number, got 17.5"),
         (lambda: JobSettings(scene_threshold=2.0), "scene_threshold must be above 0 and at most 1"),
         (lambda: JobSettings(dedup_threshold=-1), "dedup_threshold must be at least 0 and below 1"),
         (lambda: JobSettings(input_fps=0), "fps must be a positive frame rate, got 0"),
@@ -68,5 +72,12 @@ def test_settings_are_checked_when_made(make, message: str) -> None:
         make()
 
 
-def test_a_gpu_by_number_is_a_device_name() -> None:
+def test_settings_are_normalised_when_made(tmp_path: Path) -> None:
+    assert Timing(fps=np.float32(60)).fps == Fraction(60)
+    assert Timing(fps=24000 / 1001).fps == Fraction(24000, 1001)  # the ratio a float stands for
+    multiplier = Timing(multiplier=np.float64(2.0)).multiplier
+    assert multiplier == 2 and type(multiplier) is int
+    settings = JobSettings(input_fps=29.97, crf=np.int64(20), device=torch.device("cpu"), checkpoint=str(tmp_path))
+    assert (settings.input_fps, settings.crf, settings.device) == (Fraction(2997, 100), 20, "cpu")
+    assert settings.checkpoint == tmp_path
     assert JobSettings(device="cuda:1").device == "cuda:1"  # checked against the GPUs where the job runs

@@ -38,9 +38,9 @@ checkpoints are looked up in $AMT_VFI_MODELS, then the user cache (~/.cache/amt-
 downloaded there on first use; --checkpoint uses a file directly."""
 
 
-def _checked(name: str, value: float) -> float:
-    """`value` when the job option `name` accepts it, else the rule as argparse's message."""
-    problem = option_problem(name, value)
+def _checked(name: str, value: float, text: str) -> float:
+    """`value` (typed as `text`) when the job option `name` accepts it, else the rule as argparse's message."""
+    problem = option_problem(name, value, text)
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
     return value
@@ -51,7 +51,7 @@ def _rate(text: str) -> Fraction:
         value = Fraction(text)
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"{text!r} is not a frame rate (use e.g. 60, 59.94 or 60000/1001)") from None
-    return _checked("fps", value)
+    return _checked("fps", value, text)
 
 
 def _whole(text: str) -> int:
@@ -72,19 +72,19 @@ def _number(text: str) -> float:
 
 
 def _multiplier(text: str) -> int:
-    return _checked("multiplier", _whole(text))
+    return _checked("multiplier", _whole(text), text)
 
 
 def _cut_threshold(text: str) -> float:
-    return _checked("scene_threshold", _number(text))
+    return _checked("scene_threshold", _number(text), text)
 
 
 def _repeat_threshold(text: str) -> float:
-    return _checked("dedup_threshold", _number(text))
+    return _checked("dedup_threshold", _number(text), text)
 
 
 def _crf(text: str) -> int:
-    return _checked("crf", _whole(text))
+    return _checked("crf", _whole(text), text)
 
 
 def build_parser() -> argparse.ArgumentParser:

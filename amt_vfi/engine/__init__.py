@@ -6,6 +6,7 @@ from .model_cache import cached_model, release_models
 from .padding import padding_for
 from .plan import (
     PlannedFrame,
+    exact_rate,
     multiplier_plan,
     plan_groups,
     resample_plan,
@@ -33,6 +34,7 @@ __all__ = [
     "cut_detector",
     "distinct_frames",
     "duplicate_score",
+    "exact_rate",
     "frames_in_order",
     "multiplier_plan",
     "padding_for",

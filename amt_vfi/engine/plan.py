@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -125,17 +126,17 @@ def retime_plan(frame_count: int, source_fps: Fraction | float, target_fps: Frac
     return resample_plan(range(frame_count), retime_positions(frame_count, source_fps, target_fps))
 
 
-def _exact_rate(rate: Fraction | float) -> Fraction:
+def exact_rate(rate: numbers.Real) -> Fraction:
     """A frame rate as an exact fraction: a float such as 24000 / 1001 stands for that ratio, not for its
     binary value (which would put output frames a hair off the input frames they fall on)."""
-    return Fraction(rate).limit_denominator(1_000_000) if isinstance(rate, float) else Fraction(rate)
+    return Fraction(rate) if isinstance(rate, numbers.Rational) else Fraction(float(rate)).limit_denominator(1_000_000)
 
 
 def retime_positions(frame_count: int, source_fps: Fraction | float, target_fps: Fraction | float) -> list[Fraction]:
     """The input positions of the output frames at the target rate (see `retime_plan`)."""
     if source_fps <= 0 or target_fps <= 0:
         raise InputError(f"frame rates must be positive, got {source_fps} -> {target_fps}")
-    ratio = _exact_rate(source_fps) / _exact_rate(target_fps)
+    ratio = exact_rate(source_fps) / exact_rate(target_fps)
     output_count = max(1, math.floor(frame_count / ratio + Fraction(1, 2)))
     return [k * ratio for k in range(output_count)]
 

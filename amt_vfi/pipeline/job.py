@@ -27,6 +27,7 @@ from ..engine import (
     PlannedFrame,
     cut_detector,
     distinct_frames,
+    exact_rate,
     multiplier_plan,
     resample_plan,
     retime_plan,
@@ -50,19 +51,28 @@ _RULES: dict[str, tuple[Callable[[float], bool], bool, str]] = {  # name: (test,
 }
 
 
-def option_problem(name: str, value: object) -> str | None:
-    """What is wrong with `value` for the job option `name` ('must be ..., got ...'), or None."""
+def option_problem(name: str, value: object, shown: str | None = None) -> str | None:
+    """What is wrong with `value` for the job option `name` ('must be ..., got ...'), or None. `shown` is
+    how the value was written (the CLI's text), when not its repr."""
     test, whole, rule = _RULES[name]
-    usable = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if usable and (not whole or float(value).is_integer()) and test(value):
-        return None
-    return f"{rule}, got {value if isinstance(value, numbers.Number) else repr(value)}"
+    shown = shown or (str(value) if isinstance(value, numbers.Real) else repr(value))
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        return f"must be a number, got {shown}"
+    if whole and not float(value).is_integer():
+        return f"must be a whole number, got {shown}"
+    return None if test(value) else f"{rule}, got {shown}"
 
 
-def _check_option(name: str, value: object) -> None:
+def _checked_option(name: str, value: object) -> object:
     problem = option_problem(name, value)
     if problem is not None:
         raise InputError(f"{name} {problem}")
+    return value
+
+
+def _set(settings: object, name: str, value: object) -> None:
+    """Normalise a field of a frozen dataclass while it is being made."""
+    object.__setattr__(settings, name, value)
 
 
 @dataclass(frozen=True)
@@ -76,9 +86,9 @@ class Timing:
         if (self.multiplier is None) == (self.fps is None):
             raise InputError("give the timing a multiplier (e.g. 2) or a target fps (e.g. 60): one of them, not both")
         if self.multiplier is not None:
-            _check_option("multiplier", self.multiplier)
+            _set(self, "multiplier", int(_checked_option("multiplier", self.multiplier)))
         else:
-            _check_option("fps", self.fps)
+            _set(self, "fps", exact_rate(_checked_option("fps", self.fps)))
 
     def output_fps(self, input_fps: Fraction) -> Fraction:
         return Fraction(input_fps) * self.multiplier if self.multiplier else Fraction(self.fps)
@@ -129,10 +139,14 @@ class JobSettings:
             raise InputError(f"timing must be a Timing, e.g. Timing(multiplier=2), got {self.timing!r}")
         for name in ("scene_threshold", "dedup_threshold"):
             if getattr(self, name) is not None:
-                _check_option(name, getattr(self, name))
-        _check_option("crf", self.crf)
+                _set(self, name, float(_checked_option(name, getattr(self, name))))
+        _set(self, "crf", int(_checked_option("crf", self.crf)))
         if self.input_fps is not None:
-            _check_option("fps", self.input_fps)
+            _set(self, "input_fps", exact_rate(_checked_option("fps", self.input_fps)))
+        if isinstance(self.device, torch.device):
+            _set(self, "device", str(self.device))
+        if isinstance(self.checkpoint, str):
+            _set(self, "checkpoint", Path(self.checkpoint))
         if not isinstance(self.device, str) or self.device.split(":")[0] not in DEVICE_CHOICES:
             raise InputError(f"device must be one of {', '.join(DEVICE_CHOICES)}, not {self.device!r}")
         if self.precision not in PRECISION_CHOICES:
