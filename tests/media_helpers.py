@@ -52,9 +52,11 @@ def make_clip(
     bt709: bool = False,
     timestamps: Sequence[int] | None = None,
     track_tags: dict[str, str] | None = None,
+    audio_tags: Sequence[dict[str, str]] = ({},),
 ) -> list[np.ndarray]:
     """Write an H.264 clip (frame i at pts i in a 1/fps time base unless ``timestamps`` say otherwise)
-    with an optional sine audio track and tags on the video track; returns the RGB frames that went in."""
+    with tags on the video track and, with an audio codec, one sine track per entry of ``audio_tags``
+    (its tags); returns the RGB frames that went in."""
     pictures = [pattern(i, *size) for i in range(frames)]
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=fps, options={"crf": "16"})
@@ -68,7 +70,10 @@ def make_clip(
             video.codec_context.color_primaries = 1
             video.codec_context.color_trc = 1
             video.codec_context.colorspace = 1
-        audio = container.add_stream(audio_codec, rate=AUDIO_RATE, layout="stereo") if audio_codec else None
+        streams = len(audio_tags) if audio_codec else 0
+        audios = [container.add_stream(audio_codec, rate=AUDIO_RATE, layout="stereo") for _ in range(streams)]
+        for audio, tags in zip(audios, audio_tags, strict=False):
+            audio.metadata.update(tags)
         for index, picture in enumerate(pictures):
             frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
             if bt709:
@@ -76,7 +81,7 @@ def make_clip(
             frame.pts = index if timestamps is None else timestamps[index]
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
-        if audio is not None:
+        for audio in audios:
             _mux_sine(container, audio, frames / fps)
     return pictures
 

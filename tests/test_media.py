@@ -116,6 +116,19 @@ def test_sink_copies_audio_and_metadata(tmp_path: Path, suffix: str) -> None:
         assert container.streams.video[0].codec_context.color_primaries == 1
 
 
+@pytest.mark.parametrize(("suffix", "title_key"), [(".mkv", "title"), (".mp4", "name"), (".webm", "title")])
+def test_audio_tracks_keep_their_languages_and_names(tmp_path: Path, suffix: str, title_key: str) -> None:
+    """A film's dubbed and commentary tracks stay told apart (WebM re-encodes them to Opus)."""
+    source = tmp_path / "film.mkv"
+    tracks = ({"language": "eng", "title": "English"}, {"language": "fra", "title": "Français (commentaire)"})
+    frames = make_clip(source, frames=12, size=(64, 48), audio_tags=tracks)
+    out = tmp_path / f"out{suffix}"
+    write_all(open_sink(out, fps=Fraction(24), width=64, height=48, audio_from=source), frames)
+    with av.open(str(out)) as container:
+        labels = [(s.metadata.get("language"), s.metadata.get(title_key)) for s in container.streams.audio]
+    assert labels == [("eng", "English"), ("fra", "Français (commentaire)")]
+
+
 def test_sink_takes_the_metadata_of_an_open_source(tmp_path: Path) -> None:
     source_path = tmp_path / "src.mp4"
     frames = make_clip(source_path, rotation=90, bt709=True, audio_codec=None)

@@ -50,6 +50,19 @@ def _named_layout(stream: av.audio.AudioStream) -> av.AudioLayout | str:
     return layout
 
 
+# Stream tags that name a track for players (a film's languages and commentaries); the statistics that
+# muxers compute (DURATION, ...) are theirs to write.
+_LABELS = ("language", "title", "handler_name")
+
+
+def _copy_labels(source: av.stream.Stream, target: av.stream.Stream) -> None:
+    """The language, name and flags (default, commentary, ...) of an audio track, for its copy."""
+    for key in _LABELS:
+        if source.metadata.get(key):
+            target.metadata[key] = source.metadata[key]
+    target.disposition = source.disposition
+
+
 def packet_time(packet: av.Packet) -> Fraction:
     """Decoding time of a packet in seconds, for interleaving."""
     timestamp = packet.dts if packet.dts is not None else packet.pts
@@ -96,6 +109,8 @@ class AudioCarrier:
                     self._transcoded.add(stream.index)
                 else:
                     log.warning("output container cannot hold audio; dropping the audio of %s", source)
+        for index, target in self._targets.items():
+            _copy_labels(self._input.streams[index], target)
         self._source = source
         self._packets = self._generate()
         self._pending: av.Packet | None = None
