@@ -86,6 +86,50 @@ def make_clip(
     return pictures
 
 
+def add_subtitles(clip: Path, cues: Sequence[tuple[float, float, str]], out: Path, language: str = "eng") -> None:
+    """`clip` (an MP4 or MOV, whose packets carry decoding times) remuxed into Matroska `out` with a SubRip
+    track of `cues` (start and end in seconds, text)."""
+    srt = out.with_suffix(".srt")
+    srt.write_text(
+        "".join(
+            f"{n}\n{_srt_time(start)} --> {_srt_time(end)}\n{text}\n\n" for n, (start, end, text) in enumerate(cues, 1)
+        )
+    )
+    with av.open(str(clip)) as source, av.open(str(srt)) as subtitles, av.open(str(out), "w") as target:
+        streams = {stream.index: target.add_stream_from_template(stream) for stream in source.streams}
+        cue_stream = target.add_stream_from_template(subtitles.streams[0])
+        cue_stream.metadata["language"] = language
+        packets = [(p, streams[p.stream.index]) for p in source.demux() if p.size]
+        packets += [(p, cue_stream) for p in subtitles.demux(subtitles.streams[0]) if p.size]
+        packets.sort(key=lambda item: (item[0].dts if item[0].dts is not None else item[0].pts) * item[0].time_base)
+        for packet, stream in packets:
+            packet.stream = stream
+            target.mux(packet)
+
+
+def _srt_time(seconds: float) -> str:
+    millis = round(seconds * 1000)
+    return f"{millis // 3_600_000:02d}:{millis // 60_000 % 60:02d}:{millis // 1000 % 60:02d},{millis % 1000:03d}"
+
+
+def subtitle_cues(path: Path) -> list[tuple[str | None, float, bytes]]:
+    """(language, start in seconds after the first video frame, text) of every subtitle packet of a file."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        first_frame = float(next(container.decode(video)).time)
+    with av.open(str(path)) as container:
+        subtitles = list(container.streams.subtitles)  # demux([]) would read every stream
+        return [
+            (
+                packet.stream.metadata.get("language"),
+                round(float(packet.pts * packet.time_base) - first_frame, 3),
+                bytes(packet),
+            )
+            for packet in (container.demux(subtitles) if subtitles else [])
+            if packet.size
+        ]
+
+
 def stream_summary(path: Path) -> dict[str, object]:
     """Codec names, packet counts and durations (seconds) of a media file, per stream type."""
     with av.open(str(path)) as container:

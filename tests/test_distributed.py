@@ -22,7 +22,7 @@ import pytest
 import ray
 import torch
 from distributed_helpers import decode, kill_ray_workers, read_folder, scene_frame, write_folder
-from media_helpers import make_clip, stream_summary
+from media_helpers import add_subtitles, make_clip, stream_summary, subtitle_cues
 
 from amt_vfi.cli import main
 from amt_vfi.distributed import choose_boundaries, expand_batch, interpolate_distributed, is_batch, make_chunks
@@ -252,8 +252,9 @@ def test_many_clips_finish_around_a_corrupt_one(local_ray, tmp_path: Path, capsy
 def test_video_output_matches_the_single_process_output(
     local_ray, one_thread, tmp_path: Path, name: str, codec: str
 ) -> None:
-    clip = tmp_path / "clip.mp4"
-    make_clip(clip, frames=24, fps=Fraction(24), size=SIZE, gop=6)
+    source, clip = tmp_path / "source.mp4", tmp_path / "clip.mkv"
+    make_clip(source, frames=24, fps=Fraction(24), size=SIZE, gop=6)
+    add_subtitles(source, [(0.2, 0.5, "Hello"), (0.6, 0.9, "World")], clip)
     single, chunked = tmp_path / "single" / name, tmp_path / "chunked" / name
     assert main([str(clip), "-o", str(single), "--codec", codec, "-q"]) == 0
     argv = [str(clip), "-o", str(chunked), "--codec", codec, "--ray", "--workers", "2", "--chunk-frames", "7", "-q"]
@@ -263,6 +264,8 @@ def test_video_output_matches_the_single_process_output(
     summary_a, summary_b = stream_summary(single), stream_summary(chunked)
     for key in ("duration", "packets", "ends", "video_codec", "audio_codec"):
         assert summary_b[key] == summary_a[key], key
+    kept = subtitle_cues(clip) if name.endswith(".mkv") else []  # MP4 holds no SubRip
+    assert subtitle_cues(chunked) == subtitle_cues(single) == kept and len(subtitle_cues(clip)) == 2
     if codec == "ffv1":  # lossless: the frames the chunks encoded are the frames the single process encoded
         assert all(np.array_equal(a, b) for a, b in zip(frames_a, frames_b, strict=True))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from media_helpers import make_clip, pattern, psnr, stream_summary
+from media_helpers import add_subtitles, make_clip, pattern, psnr, stream_summary, subtitle_cues
 from PIL import Image, ImageOps, PngImagePlugin
 
 from amt_vfi.media import (
@@ -100,7 +100,7 @@ def test_sink_copies_audio_and_metadata(tmp_path: Path, suffix: str) -> None:
     source_path = tmp_path / "src.mp4"
     frames = make_clip(source_path, rotation=90, bt709=True)
     out = tmp_path / f"out{suffix}"
-    sink = open_sink(out, fps=Fraction(24), width=320, height=240, audio_from=source_path, metadata_from=source_path)
+    sink = open_sink(out, fps=Fraction(24), width=320, height=240, tracks_from=source_path, metadata_from=source_path)
     write_all(sink, frames)
     before, after = stream_summary(source_path), stream_summary(out)
     assert after["audio_codec"] == before["audio_codec"] == "aac"
@@ -123,10 +123,26 @@ def test_audio_tracks_keep_their_languages_and_names(tmp_path: Path, suffix: str
     tracks = ({"language": "eng", "title": "English"}, {"language": "fra", "title": "Français (commentaire)"})
     frames = make_clip(source, frames=12, size=(64, 48), audio_tags=tracks)
     out = tmp_path / f"out{suffix}"
-    write_all(open_sink(out, fps=Fraction(24), width=64, height=48, audio_from=source), frames)
+    write_all(open_sink(out, fps=Fraction(24), width=64, height=48, tracks_from=source), frames)
     with av.open(str(out)) as container:
         labels = [(s.metadata.get("language"), s.metadata.get(title_key)) for s in container.streams.audio]
     assert labels == [("eng", "English"), ("fra", "Français (commentaire)")]
+
+
+def test_subtitles_are_carried_where_the_container_holds_them(tmp_path: Path, caplog) -> None:
+    source, film = tmp_path / "src.mp4", tmp_path / "film.mkv"
+    frames = make_clip(source, frames=24, size=(64, 48))
+    add_subtitles(source, [(0.1, 0.6, "Hello"), (0.7, 0.9, "World")], film, language="fra")
+    out = tmp_path / "out.mkv"
+    write_all(open_sink(out, fps=Fraction(48), width=64, height=48, tracks_from=film), frames)
+    assert subtitle_cues(out) == [("fra", 0.1, b"Hello"), ("fra", 0.7, b"World")]
+    assert stream_summary(out)["audio_codec"] == "aac"
+
+    mp4 = tmp_path / "out.mp4"
+    with caplog.at_level("WARNING"):
+        write_all(open_sink(mp4, fps=Fraction(48), width=64, height=48, tracks_from=film), frames)
+    assert subtitle_cues(mp4) == []
+    assert "cannot hold srt subtitles; leaving out subtitle track 2" in caplog.text and "an .mkv output" in caplog.text
 
 
 def test_sink_takes_the_metadata_of_an_open_source(tmp_path: Path) -> None:
@@ -144,7 +160,7 @@ def test_sink_takes_the_metadata_of_an_open_source(tmp_path: Path) -> None:
 def test_audio_reencoded_when_container_cannot_hold_it(clip: tuple[Path, list[np.ndarray]], tmp_path: Path) -> None:
     out = tmp_path / "out.webm"
     write_all(
-        open_sink(out, fps=Fraction(24), width=64, height=48, audio_from=clip[0]),
+        open_sink(out, fps=Fraction(24), width=64, height=48, tracks_from=clip[0]),
         [pattern(i, 64, 48) for i in range(6)],
     )
     summary = stream_summary(out)
@@ -160,7 +176,7 @@ def test_pcm_without_speaker_names_is_copied_into_mp4(tmp_path: Path) -> None:
         assert container.streams.audio[0].layout.name == "2 channels"
     out = tmp_path / "out.mp4"
     write_all(
-        open_sink(out, fps=Fraction(24), width=64, height=48, audio_from=source),
+        open_sink(out, fps=Fraction(24), width=64, height=48, tracks_from=source),
         [pattern(i, 64, 48) for i in range(12)],
     )
     summary = stream_summary(out)

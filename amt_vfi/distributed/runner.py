@@ -319,8 +319,8 @@ class _Run:
         parts = [Part(clip.chunk_path(chunk), chunk.first_output, chunk.frames) for chunk in clip.chunks]
         try:
             if is_video_output(report.output):
-                audio = report.input if info.is_video and info.has_audio else None
-                stitch_video(parts, report.output, fps=report.output_fps, audio_from=audio, overwrite=self.overwrite)
+                tracks = report.input if info.is_video else None
+                stitch_video(parts, report.output, fps=report.output_fps, tracks_from=tracks, overwrite=self.overwrite)
             else:
                 assemble_folder(parts, report.output, overwrite=self.overwrite)
         except AmtVfiError as error:

@@ -1,7 +1,7 @@
 """Joining finished chunks into the final output without decoding or encoding a frame.
 
 Video chunks are remuxed: their packets are copied into one container with timestamps shifted by the
-chunk's first output frame, and the input's audio is carried alongside exactly as the single-process
+chunk's first output frame, and the input's audio and subtitles are carried alongside exactly as the single-process
 sink does. Image chunks are linked into one folder under their global frame numbers. Either way the
 result is built in a temp next to the output and renamed into place at the end.
 """
@@ -19,8 +19,8 @@ import av
 
 from ..media import OUTPUT_PATTERN, OutputWriteError
 from ..media.atomic import atomic_output
-from ..media.audio import AudioCarrier, packet_time
 from ..media.errors import translate_errors
+from ..media.tracks import TrackCarrier, packet_time
 from ..media.video import CONTAINER_FORMATS
 
 
@@ -59,14 +59,14 @@ def _decode_times(parts: Sequence[Part], fps: Fraction) -> Iterator[int]:
     return (time - delay for time in ordered)
 
 
-def _remux(parts: Sequence[Part], temp: Path, container: str, fps: Fraction, audio_from: Path | None) -> None:
+def _remux(parts: Sequence[Part], temp: Path, container: str, fps: Fraction, tracks_from: Path | None) -> None:
     decode_times = _decode_times(parts, fps)
     with av.open(str(parts[0].path)) as first, av.open(str(temp), "w", format=container) as out:
         stream = out.add_stream_from_template(first.streams.video[0])  # codec, size, colour, rotation
         frame_base = 1 / fps  # packets are stamped in frames; the muxer may pick a finer time base
         stream.time_base = frame_base
         stream.codec_context.framerate = fps
-        audio = AudioCarrier(out, audio_from) if audio_from is not None else None
+        tracks = TrackCarrier(out, tracks_from) if tracks_from is not None else None
         try:
             for part in parts:
                 for packet in _video_packets(part.path):
@@ -77,24 +77,24 @@ def _remux(parts: Sequence[Part], temp: Path, container: str, fps: Fraction, aud
                     packet.time_base = frame_base
                     packet.stream = stream
                     out.mux(packet)
-                    if audio is not None:
-                        audio.mux_until(out, packet_time(packet))
-            if audio is not None:
-                audio.mux_until(out, None)
+                    if tracks is not None:
+                        tracks.mux_until(out, packet_time(packet))
+            if tracks is not None:
+                tracks.mux_until(out, None)
         finally:
-            if audio is not None:
-                audio.close()
+            if tracks is not None:
+                tracks.close()
 
 
 def stitch_video(
-    parts: Sequence[Part], output: Path, *, fps: Fraction, audio_from: Path | None, overwrite: bool
+    parts: Sequence[Part], output: Path, *, fps: Fraction, tracks_from: Path | None, overwrite: bool
 ) -> None:
     """Join video chunks, in order, into `output` at `fps`."""
     with (
         atomic_output(output, overwrite=overwrite, directory=False) as temp,
         translate_errors(OutputWriteError, f"Cannot join the chunks of {output}"),
     ):
-        _remux(parts, temp, CONTAINER_FORMATS[output.suffix.lower()], fps, audio_from)
+        _remux(parts, temp, CONTAINER_FORMATS[output.suffix.lower()], fps, tracks_from)
 
 
 def _link(source: Path, target: Path) -> None:

@@ -88,7 +88,7 @@ class ChunkWorker:
                 frames = islice(source.frames_from(first), last - first + 1)
                 if input_frames:
                     frames = frames_at(frames, [index - first for index in input_frames])
-                with self.settings.open_output(output, source, overwrite=True, with_audio=False) as sink:
+                with self.settings.open_output(output, source, overwrite=True, with_tracks=False) as sink:
                     written = render(
                         self.engine,
                         frames,

@@ -90,14 +90,15 @@ def open_sink(
     overwrite: bool = False,
     crf: int = 18,
     codec: str = DEFAULT_CODEC,
-    audio_from: str | Path | None = None,
+    tracks_from: str | Path | None = None,
     metadata_from: str | Path | VideoSource | None = None,
 ) -> FrameSink:
     """Create the writer for ``path``: a video for video extensions, else a folder of numbered PNGs.
 
-    ``audio_from`` only applies to video outputs. ``metadata_from`` gives a video output the rotation and
-    colour tags of that video; a folder output, which has nowhere to keep a rotation tag, gets its frames
-    turned upright instead. It may be the open :class:`VideoSource` itself, which spares probing the file.
+    ``tracks_from`` is a video whose audio and subtitle tracks a video output gets. ``metadata_from``
+    gives a video output the rotation and colour tags of that video; a folder output, which has nowhere to
+    keep a rotation tag, gets its frames turned upright instead. It may be the open :class:`VideoSource`
+    itself, which spares probing the file.
     Raises :class:`OutputExistsError` when ``path`` exists (an empty folder does not count) and
     ``overwrite`` is false.
     """
@@ -116,6 +117,6 @@ def open_sink(
         overwrite=overwrite,
         crf=crf,
         codec=codec,
-        audio_from=None if audio_from is None else absolute_path(audio_from),
+        tracks_from=None if tracks_from is None else absolute_path(tracks_from),
         metadata_from=absolute_path(metadata_from) if isinstance(metadata_from, (str, Path)) else metadata_from,
     )

@@ -26,7 +26,6 @@ import numpy as np
 from av.container import InputContainer
 from av.video.stream import VideoStream
 
-from .audio import AudioCarrier, packet_time
 from .base import FrameSink, FrameSource, SourceInfo, as_rate, is_high_bit_depth, rgb_format
 from .errors import (
     LIBRARY_ERRORS,
@@ -37,6 +36,7 @@ from .errors import (
     UnsupportedOutputError,
     translate_errors,
 )
+from .tracks import TrackCarrier, packet_time
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +394,8 @@ def check_video_output(path: Path, codec: str = DEFAULT_CODEC) -> None:
 
 
 class VideoSink(FrameSink):
-    """Encodes frames into a video container, optionally carrying audio and metadata of another file."""
+    """Encodes frames into a video container, optionally carrying the audio and subtitle tracks and the
+    metadata of another file."""
 
     def __init__(
         self,
@@ -407,16 +408,16 @@ class VideoSink(FrameSink):
         overwrite: bool = False,
         crf: int = 18,
         codec: str = DEFAULT_CODEC,
-        audio_from: Path | None = None,
+        tracks_from: Path | None = None,
         metadata_from: Path | VideoSource | None = None,
     ) -> None:
         check_video_output(path, codec)
         self._format = CONTAINER_FORMATS[path.suffix.lower()]
         self.fps = as_rate(fps)
         self._codec, self._crf = codec, crf
-        self._audio_from, self._metadata_from = audio_from, metadata_from
+        self._tracks_from, self._metadata_from = tracks_from, metadata_from
         self._container: av.container.OutputContainer | None = None
-        self._audio: AudioCarrier | None = None
+        self._tracks: TrackCarrier | None = None
         self._colorspace: int | None = None
         self._color_range: int | None = None
         super().__init__(path, width=width, height=height, bit_depth=bit_depth, overwrite=overwrite, directory=False)
@@ -427,8 +428,8 @@ class VideoSink(FrameSink):
             self._stream = self._add_video_stream(self._container)
         if self._metadata_from is not None:
             self._copy_metadata(self._metadata_from)
-        if self._audio_from is not None:
-            self._audio = AudioCarrier(self._container, self._audio_from)
+        if self._tracks_from is not None:
+            self._tracks = TrackCarrier(self._container, self._tracks_from)
 
     def _add_video_stream(self, container: av.container.OutputContainer) -> VideoStream:
         codec = _stored_codec(container, self._codec, self.path)
@@ -490,21 +491,21 @@ class VideoSink(FrameSink):
         assert self._container is not None
         for packet in packets:
             self._container.mux(packet)
-            if self._audio is not None:
-                self._audio.mux_until(self._container, packet_time(packet))
+            if self._tracks is not None:
+                self._tracks.mux_until(self._container, packet_time(packet))
 
     def _finish(self) -> None:
         assert self._container is not None
         with translate_errors(OutputWriteError, f"Cannot finish writing {self.path}"):
             self._mux(self._stream.encode(None))
-            if self._audio is not None:
-                self._audio.mux_until(self._container, None)
+            if self._tracks is not None:
+                self._tracks.mux_until(self._container, None)
             self._container.close()
-            if self._audio is not None:
-                self._audio.close()
+            if self._tracks is not None:
+                self._tracks.close()
 
     def _cancel(self) -> None:
-        for resource in (self._container, self._audio):
+        for resource in (self._container, self._tracks):
             if resource is not None:
                 with contextlib.suppress(Exception):
                     resource.close()

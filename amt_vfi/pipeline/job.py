@@ -183,8 +183,9 @@ class JobSettings:
             )
         return source
 
-    def open_output(self, path: Path, source: FrameSource, *, overwrite: bool, with_audio: bool = True) -> FrameSink:
-        """The sink for `source`'s interpolated frames; chunks leave the audio to the final remux."""
+    def open_output(self, path: Path, source: FrameSource, *, overwrite: bool, with_tracks: bool = True) -> FrameSink:
+        """The sink for `source`'s interpolated frames, with a video's audio and subtitle tracks (chunks
+        leave them to the final remux)."""
         info = source.info
         return open_sink(
             path,
@@ -195,7 +196,7 @@ class JobSettings:
             overwrite=overwrite,
             crf=self.crf,
             codec=self.codec,
-            audio_from=source.path if with_audio and info.is_video and info.has_audio else None,
+            tracks_from=source.path if with_tracks and info.is_video else None,
             metadata_from=source if info.is_video else None,
         )
 

@@ -1,8 +1,9 @@
-"""Carrying the audio of an input into a video output while the video is being encoded.
+"""Carrying the audio and subtitle tracks of an input into a video output while the video is encoded.
 
-Packets are copied unchanged when the output container accepts the codec and re-encoded (AAC, or the
-container's own default when it cannot hold AAC) otherwise. They are muxed in step with the video so
-the file is interleaved and nothing is buffered for the whole clip.
+Packets are copied unchanged when the output container accepts the codec; audio is re-encoded (AAC, or
+the container's own default when it cannot hold AAC) otherwise, subtitles the container cannot hold are
+left out with a warning. They are muxed in step with the video so the file is interleaved and nothing is
+buffered for the whole clip.
 """
 
 from __future__ import annotations
@@ -50,13 +51,13 @@ def _named_layout(stream: av.audio.AudioStream) -> av.AudioLayout | str:
     return layout
 
 
-# Stream tags that name a track for players (a film's languages and commentaries); the statistics that
+# Stream tags that name a track for players (a film's languages, commentaries); the statistics that
 # muxers compute (DURATION, ...) are theirs to write.
 _LABELS = ("language", "title", "handler_name")
 
 
 def _copy_labels(source: av.stream.Stream, target: av.stream.Stream) -> None:
-    """The language, name and flags (default, commentary, ...) of an audio track, for its copy."""
+    """The language, name and flags (default, forced, commentary, ...) of a track, for its copy."""
     for key in _LABELS:
         if source.metadata.get(key):
             target.metadata[key] = source.metadata[key]
@@ -71,13 +72,13 @@ def packet_time(packet: av.Packet) -> Fraction:
     return timestamp * packet.time_base
 
 
-class AudioCarrier:
-    """Adds the audio streams of ``source`` to ``output`` and feeds their packets on demand."""
+class TrackCarrier:
+    """Adds the audio and subtitle tracks of ``source`` to ``output`` and feeds their packets on demand."""
 
     def __init__(self, output: OutputContainer, source: Path) -> None:
         if not source.exists():
             raise InputNotFoundError(f"Audio source {source} does not exist; check the path")
-        with translate_errors(UnreadableInputError, f"Cannot read audio from {source}"):
+        with translate_errors(UnreadableInputError, f"Cannot read the audio and subtitles of {source}"):
             self._input: InputContainer = av.open(str(source))
         try:
             self._setup(output, source)
@@ -109,6 +110,17 @@ class AudioCarrier:
                     self._transcoded.add(stream.index)
                 else:
                     log.warning("output container cannot hold audio; dropping the audio of %s", source)
+            for stream in self._input.streams.subtitles:
+                if stream.codec_context.name in supported:
+                    self._targets[stream.index] = output.add_stream_from_template(stream)
+                else:
+                    log.warning(
+                        "the output container cannot hold %s subtitles; leaving out subtitle track %d of %s "
+                        "(an .mkv output keeps it)",
+                        stream.codec_context.name,
+                        stream.index,
+                        source,
+                    )
         for index, target in self._targets.items():
             _copy_labels(self._input.streams[index], target)
         self._source = source
@@ -125,15 +137,16 @@ class AudioCarrier:
         return packet
 
     def _generate(self) -> Iterator[av.Packet]:
-        inputs = [stream for stream in self._input.streams.audio if stream.index in self._targets]
+        inputs = [stream for stream in self._input.streams if stream.index in self._targets]
         if not inputs:
             return
         for packet in self._input.demux(inputs):
             target = self._targets[packet.stream.index]
             if packet.stream.index not in self._transcoded:
                 if packet.size:
+                    packet = self._shifted(packet)  # in the source's time base (a new stream may have none yet)
                     packet.stream = target
-                    yield self._shifted(packet)
+                    yield packet
                 continue
             for frame in packet.decode():
                 for encoded in target.encode(frame):
@@ -143,8 +156,10 @@ class AudioCarrier:
                 yield self._shifted(encoded)
 
     def mux_until(self, output: OutputContainer, until: Fraction | None) -> None:
-        """Mux audio packets that decode before ``until`` seconds (all remaining ones for ``None``)."""
-        with translate_errors(OutputWriteError, f"Cannot copy the audio of {self._source} into the output"):
+        """Mux the packets that decode before ``until`` seconds (all remaining ones for ``None``)."""
+        with translate_errors(
+            OutputWriteError, f"Cannot copy the audio and subtitles of {self._source} into the output"
+        ):
             while True:
                 packet = self._pending if self._pending is not None else next(self._packets, None)
                 if packet is None:
