@@ -12,7 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from media_helpers import make_clip, pattern, psnr, stream_summary
+from media_helpers import add_subtitles, make_clip, pattern, psnr, stream_summary, subtitle_cues
 from PIL import Image
 
 from amt_vfi.checkpoints import store
@@ -290,3 +290,14 @@ def test_command_line_entry_point_runs_without_traceback(tmp_path: Path) -> None
         [sys.executable, "-m", "amt_vfi", "--help"], capture_output=True, text=True, timeout=120
     ).stdout
     assert "--multiplier" in help_text and "examples:" in help_text and "--demo" in help_text
+
+
+def test_subtitles_are_kept_and_a_dropped_track_is_a_warning_line(tmp_path: Path, capsys) -> None:
+    source, film = tmp_path / "source.mp4", tmp_path / "film.mkv"
+    make_clip(source, frames=6, size=(64, 48))
+    add_subtitles(source, [(0.05, 0.2, "Hi")], film)
+    assert main([str(film), "-o", str(tmp_path / "out.mkv"), "-q"]) == 0
+    assert subtitle_cues(tmp_path / "out.mkv") == subtitle_cues(film) != []
+    assert main([str(film), "-o", str(tmp_path / "out.mp4"), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "amt-vfi: warning: the output container cannot hold srt subtitles; leaving out subtitle track 2" in err

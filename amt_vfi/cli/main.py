@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -286,11 +287,34 @@ def _terminate_like_ctrl_c() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class _WarningLines(logging.Handler):
+    """The library's warnings (a subtitle track left out, metadata not copied) as `amt-vfi: warning:`
+    lines written above the progress bar, not into it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(f"amt-vfi: warning: {record.getMessage()}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    logger = logging.getLogger("amt_vfi")
+    handler = _WarningLines(logging.WARNING)
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     input_path = _input_path(args, parser)
-    with _terminate_like_ctrl_c():
+    with _terminate_like_ctrl_c(), _warnings_as_lines():
         return _run_job(args, input_path, parser)
 
 
