@@ -8,6 +8,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.subtitles.subtitle import SubtitleSet
 
 AUDIO_RATE = 44100
 
@@ -101,6 +102,31 @@ def add_subtitles(clip: Path, cues: Sequence[tuple[float, float, str]], out: Pat
         cue_stream.metadata["language"] = language
         packets = [(p, streams[p.stream.index]) for p in source.demux() if p.size]
         packets += [(p, cue_stream) for p in subtitles.demux(subtitles.streams[0]) if p.size]
+        packets.sort(key=lambda item: (item[0].dts if item[0].dts is not None else item[0].pts) * item[0].time_base)
+        for packet, stream in packets:
+            packet.stream = stream
+            target.mux(packet)
+
+
+_ASS_HEADER = (
+    b"[Script Info]\nScriptType: v4.00+\nPlayResX: 320\nPlayResY: 240\n\n[V4+ Styles]\nFormat: Name, Fontname, "
+    b"Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, Underline, StrikeOut, "
+    b"ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, "
+    b"Encoding\nStyle: Default,Arial,20,&H00FFFFFF,&H000000FF,&H00000000,&H00000000,0,0,0,0,100,100,0,0,1,1,0,2,"
+    b"10,10,10,1\n\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+)
+
+
+def add_ttml(clip: Path, out: Path) -> None:
+    """`clip` remuxed into MP4 `out` with a TTML subtitle track: one FFmpeg writes but cannot decode."""
+    with av.open(str(clip)) as source, av.open(str(out), "w") as target:
+        streams = {stream.index: target.add_stream_from_template(stream) for stream in source.streams}
+        ttml = target.add_stream("ttml")
+        ttml.time_base = ttml.codec_context.time_base = Fraction(1, 1000)
+        ttml.codec_context.subtitle_header = _ASS_HEADER
+        cue = ttml.codec_context.encode_subtitle(SubtitleSet.create(b"0,0,Default,,0,0,0,,hola", 0, 300, pts=100))
+        cue.pts, cue.dts, cue.duration, cue.time_base = 100, 100, 300, Fraction(1, 1000)
+        packets = [(p, streams[p.stream.index]) for p in source.demux() if p.size] + [(cue, ttml)]
         packets.sort(key=lambda item: (item[0].dts if item[0].dts is not None else item[0].pts) * item[0].time_base)
         for packet, stream in packets:
             packet.stream = stream

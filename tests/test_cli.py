@@ -172,7 +172,12 @@ def test_errors_name_the_problem_and_leave_nothing(tmp_path: Path, capsys) -> No
 
 def test_usage_errors_name_the_option(tmp_path: Path, capsys) -> None:
     for argv, needle in (
-        (["--multiplier", "1"], "--multiplier: must be 2 or more"),
+        (["--multiplier", "1"], "--multiplier: must be 2 to 1000"),
+        (
+            ["--multiplier", "1" + "0" * 400],
+            "--multiplier: must be 2 to 1000 (the output has N times the frames), got 1000000000",
+        ),
+        (["--fps", "1e400"], "--fps: must be a frame rate above 0 and at most 1000, got 1e400"),
         (["--model", "amt-xl"], "choose from 'amt-g', 'amt-l', 'amt-s', 'gopro_amt-s'"),
         (["--fps", "fast"], "--fps: 'fast' is not a frame rate"),
         (["--scene-threshold", "-1"], "--scene-threshold: must be above 0 and at most 1"),

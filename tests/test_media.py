@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from media_helpers import add_subtitles, make_clip, pattern, psnr, stream_summary, subtitle_cues
+from media_helpers import add_subtitles, add_ttml, make_clip, pattern, psnr, stream_summary, subtitle_cues
 from PIL import Image, ImageOps, PngImagePlugin
 
 from amt_vfi.media import (
@@ -143,6 +143,29 @@ def test_subtitles_are_carried_where_the_container_holds_them(tmp_path: Path, ca
         write_all(open_sink(mp4, fps=Fraction(48), width=64, height=48, tracks_from=film), frames)
     assert subtitle_cues(mp4) == []
     assert "cannot hold srt subtitles; leaving out subtitle track 2" in caplog.text and "an .mkv output" in caplog.text
+
+
+def test_subtitles_before_the_first_frame_are_dropped_or_cut_to_it(tmp_path: Path) -> None:
+    source, film = tmp_path / "src.mp4", tmp_path / "film.mkv"
+    frames = make_clip(source, frames=24, size=(64, 48), timestamps=range(12, 36), audio_codec=None)  # from 0.5 s
+    add_subtitles(source, [(0.1, 0.3, "before"), (0.4, 0.8, "across"), (1.0, 1.2, "after")], film)
+    out = tmp_path / "out.mkv"
+    write_all(open_sink(out, fps=Fraction(24), width=64, height=48, tracks_from=film), frames)
+    assert [(start, text) for _, start, text in subtitle_cues(out)] == [(0.0, b"across"), (0.5, b"after")]
+    with av.open(str(out)) as container:
+        across = next(p for p in container.demux(container.streams.subtitles[0]) if p.size)
+        assert across.duration * across.time_base == Fraction(3, 10)  # it still ends at 0.8 s
+
+
+def test_a_track_ffmpeg_cannot_read_is_left_out_with_a_warning(tmp_path: Path, caplog) -> None:
+    source, film = tmp_path / "src.mp4", tmp_path / "film.mp4"
+    frames = make_clip(source, frames=12, size=(64, 48))
+    add_ttml(source, film)
+    out = tmp_path / "out.mp4"
+    with caplog.at_level("WARNING"):
+        write_all(open_sink(out, fps=Fraction(24), width=64, height=48, tracks_from=film), frames)
+    assert "leaving out subtitle track 2 of" in caplog.text and "FFmpeg cannot read it" in caplog.text
+    assert subtitle_cues(out) == [] and stream_summary(out)["audio_codec"] == "aac"
 
 
 def test_sink_takes_the_metadata_of_an_open_source(tmp_path: Path) -> None:

@@ -49,7 +49,9 @@ def test_checks_come_before_any_work(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: Timing(multiplier=1), "multiplier must be 2 or more"),
+        (lambda: Timing(multiplier=1), "multiplier must be 2 to 1000"),
+        (lambda: Timing(multiplier=10**400), "multiplier must be 2 to 1000 .*, got a number too large to use"),
+        (lambda: Timing(fps=100_000), "fps must be a frame rate above 0 and at most 1000"),
         (lambda: Timing(), "a multiplier .* or a target fps .*: one of them"),
         (lambda: Timing(multiplier=2, fps=Fraction(60)), "one of them, not both"),
         (lambda: Timing(fps=float("nan")), "fps must be a number, got nan"),
@@ -59,7 +61,7 @@ def test_checks_come_before_any_work(tmp_path: Path) -> None:
         (lambda: JobSettings(crf=17.5), "crf must be a whole number, got 17.5"),
         (lambda: JobSettings(scene_threshold=2.0), "scene_threshold must be above 0 and at most 1"),
         (lambda: JobSettings(dedup_threshold=-1), "dedup_threshold must be at least 0 and below 1"),
-        (lambda: JobSettings(input_fps=0), "fps must be a positive frame rate, got 0"),
+        (lambda: JobSettings(input_fps=0), "fps must be a frame rate above 0 and at most 1000, got 0"),
         (lambda: JobSettings(device="tpu"), "device must be one of auto, cpu, cuda, mps, not 'tpu'"),
         (lambda: JobSettings(precision="fp8"), "precision must be one of"),
         (lambda: JobSettings(correlation="some"), "correlation must be one of"),
@@ -74,6 +76,7 @@ def test_settings_are_checked_when_made(make, message: str) -> None:
 
 def test_settings_are_normalised_when_made(tmp_path: Path) -> None:
     assert Timing(fps=np.float32(60)).fps == Fraction(60)
+    assert Timing(fps=np.float32(29.97)).fps == Fraction(2997, 100)  # not the float32's binary value
     assert Timing(fps=24000 / 1001).fps == Fraction(24000, 1001)  # the ratio a float stands for
     multiplier = Timing(multiplier=np.float64(2.0)).multiplier
     assert multiplier == 2 and type(multiplier) is int

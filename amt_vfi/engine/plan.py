@@ -127,9 +127,12 @@ def retime_plan(frame_count: int, source_fps: Fraction | float, target_fps: Frac
 
 
 def exact_rate(rate: numbers.Real) -> Fraction:
-    """A frame rate as an exact fraction: a float such as 24000 / 1001 stands for that ratio, not for its
-    binary value (which would put output frames a hair off the input frames they fall on)."""
-    return Fraction(rate) if isinstance(rate, numbers.Rational) else Fraction(float(rate)).limit_denominator(1_000_000)
+    """A frame rate as an exact fraction: a float such as 24000 / 1001 or 29.97 stands for that ratio, not
+    for its binary value (which would put output frames a hair off the input frames they fall on). The
+    shortest decimal that gives the float back is its intended value, in float32 (NumPy) as in float64."""
+    if isinstance(rate, numbers.Rational):
+        return Fraction(rate)
+    return Fraction(str(rate)).limit_denominator(1_000_000)
 
 
 def retime_positions(frame_count: int, source_fps: Fraction | float, target_fps: Fraction | float) -> list[Fraction]:

@@ -8,6 +8,8 @@ buffered for the whole clip.
 
 from __future__ import annotations
 
+import functools
+import io
 import logging
 from collections.abc import Iterator
 from fractions import Fraction
@@ -52,16 +54,24 @@ def _named_layout(stream: av.audio.AudioStream) -> av.AudioLayout | str:
 
 
 # Stream tags that name a track for players (a film's languages, commentaries); the statistics that
-# muxers compute (DURATION, ...) are theirs to write.
+# muxers compute (DURATION, ...) are theirs to write, and MP4's generic handler names say nothing.
 _LABELS = ("language", "title", "handler_name")
+_GENERIC_HANDLERS = frozenset({"SoundHandler", "SubtitleHandler", "VideoHandler"})
 
 
 def _copy_labels(source: av.stream.Stream, target: av.stream.Stream) -> None:
     """The language, name and flags (default, forced, commentary, ...) of a track, for its copy."""
     for key in _LABELS:
-        if source.metadata.get(key):
-            target.metadata[key] = source.metadata[key]
+        value = source.metadata.get(key)
+        if value and value not in _GENERIC_HANDLERS:
+            target.metadata[key] = value
     target.disposition = source.disposition
+
+
+@functools.cache
+def _matroska_codecs() -> frozenset[str]:
+    with av.open(io.BytesIO(), "w", format="matroska") as probe:
+        return frozenset(probe.supported_codecs)
 
 
 def packet_time(packet: av.Packet) -> Fraction:
@@ -87,53 +97,75 @@ class TrackCarrier:
             raise
 
     def _setup(self, output: OutputContainer, source: Path) -> None:
-        streams = list(self._input.streams.audio)
         video = self._input.streams.video
-        # Keep audio aligned with the first video frame, which becomes time 0 in the output.
+        # Keep the tracks aligned with the first video frame, which becomes time 0 in the output.
         self._offset = _stream_start(video[0]) if video else Fraction(0)
         self._targets: dict[int, av.stream.Stream] = {}
         self._transcoded: set[int] = set()
-        supported = output.supported_codecs
-        fallback = FALLBACK_AUDIO_CODEC if FALLBACK_AUDIO_CODEC in supported else output.default_audio_codec
-        with translate_errors(OutputWriteError, f"Cannot add the audio of {source} to the output"):
-            for stream in streams:
-                name = stream.codec_context.name
-                if name in supported:
-                    target = output.add_stream_from_template(stream)
-                    target.codec_context.layout = _named_layout(stream)
-                    self._targets[stream.index] = target
-                elif fallback in supported:
-                    log.info("re-encoding %s audio from %s to %s", name, source, fallback)
-                    rate = _supported_rate(av.Codec(fallback, "w"), stream.rate)
-                    layout = _named_layout(stream)
-                    self._targets[stream.index] = output.add_stream(fallback, rate=rate, layout=layout)
-                    self._transcoded.add(stream.index)
-                else:
-                    log.warning("output container cannot hold audio; dropping the audio of %s", source)
-            for stream in self._input.streams.subtitles:
-                if stream.codec_context.name in supported:
-                    self._targets[stream.index] = output.add_stream_from_template(stream)
-                else:
+        with translate_errors(OutputWriteError, f"Cannot add the audio and subtitles of {source} to the output"):
+            for stream in (*self._input.streams.audio, *self._input.streams.subtitles):
+                if stream.codec_context is None:  # FFmpeg has no decoder for it (TTML, teletext, ...)
                     log.warning(
-                        "the output container cannot hold %s subtitles; leaving out subtitle track %d of %s "
-                        "(an .mkv output keeps it)",
-                        stream.codec_context.name,
-                        stream.index,
-                        source,
+                        "leaving out %s track %d of %s: FFmpeg cannot read it", stream.type, stream.index, source
                     )
+                elif stream.type == "audio":
+                    self._add_audio(output, stream, source)
+                else:
+                    self._add_subtitles(output, stream, source)
         for index, target in self._targets.items():
             _copy_labels(self._input.streams[index], target)
         self._source = source
         self._packets = self._generate()
         self._pending: av.Packet | None = None
 
-    def _shifted(self, packet: av.Packet) -> av.Packet:
+    def _add_audio(self, output: OutputContainer, stream: av.audio.AudioStream, source: Path) -> None:
+        """A copy of the track where the container holds its codec, else a re-encoding."""
+        supported = output.supported_codecs
+        fallback = FALLBACK_AUDIO_CODEC if FALLBACK_AUDIO_CODEC in supported else output.default_audio_codec
+        name = stream.codec_context.name
+        if name in supported:
+            target = output.add_stream_from_template(stream)
+            target.codec_context.layout = _named_layout(stream)
+            self._targets[stream.index] = target
+        elif fallback in supported:
+            log.info("re-encoding %s audio from %s to %s", name, source, fallback)
+            rate = _supported_rate(av.Codec(fallback, "w"), stream.rate)
+            self._targets[stream.index] = output.add_stream(fallback, rate=rate, layout=_named_layout(stream))
+            self._transcoded.add(stream.index)
+        else:
+            log.warning(
+                "the output container cannot hold audio; leaving out audio track %d of %s", stream.index, source
+            )
+
+    def _add_subtitles(self, output: OutputContainer, stream: av.stream.Stream, source: Path) -> None:
+        """A copy of the track where the container holds its codec (subtitles are not converted)."""
+        name = stream.codec_context.name
+        if name in output.supported_codecs:
+            self._targets[stream.index] = output.add_stream_from_template(stream)
+            return
+        hint = " (an .mkv output keeps it)" if name in _matroska_codecs() else ""
+        log.warning(
+            "the output container cannot hold %s subtitles; leaving out subtitle track %d of %s%s",
+            name,
+            stream.index,
+            source,
+            hint,
+        )
+
+    def _shifted(self, packet: av.Packet) -> av.Packet | None:
+        """`packet` moved to output time; a subtitle that ends before the first video frame is dropped
+        and one that spans it starts there (MP4 muxers turn negative subtitle times into garbage)."""
         shift = round(self._offset / packet.time_base) if packet.time_base is not None else 0
         if shift:
             if packet.pts is not None:
                 packet.pts -= shift
             if packet.dts is not None:
                 packet.dts -= shift
+        if packet.stream.type == "subtitle" and packet.pts is not None and packet.pts < 0:
+            end = packet.pts + (packet.duration or 0)
+            if end <= 0:
+                return None
+            packet.pts, packet.dts, packet.duration = 0, 0, end
         return packet
 
     def _generate(self) -> Iterator[av.Packet]:
@@ -143,10 +175,10 @@ class TrackCarrier:
         for packet in self._input.demux(inputs):
             target = self._targets[packet.stream.index]
             if packet.stream.index not in self._transcoded:
-                if packet.size:
-                    packet = self._shifted(packet)  # in the source's time base (a new stream may have none yet)
-                    packet.stream = target
-                    yield packet
+                shifted = self._shifted(packet) if packet.size else None  # in the source's time base
+                if shifted is not None:
+                    shifted.stream = target
+                    yield shifted
                 continue
             for frame in packet.decode():
                 for encoded in target.encode(frame):

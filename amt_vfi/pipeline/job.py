@@ -43,8 +43,8 @@ from .background import BackgroundWriter, prefetch
 
 # The ranges of the job's numeric options: what each must be, for the library's messages and the CLI's.
 _RULES: dict[str, tuple[Callable[[float], bool], bool, str]] = {  # name: (test, whole numbers only, rule)
-    "multiplier": (lambda v: v >= 2, True, "must be 2 or more (the output has N times the frames)"),
-    "fps": (lambda v: v > 0, False, "must be a positive frame rate"),
+    "multiplier": (lambda v: 2 <= v <= 1000, True, "must be 2 to 1000 (the output has N times the frames)"),
+    "fps": (lambda v: 0 < v <= 1000, False, "must be a frame rate above 0 and at most 1000"),
     "scene_threshold": (lambda v: 0 < v <= 1, False, "must be above 0 and at most 1 (lower finds more cuts)"),
     "dedup_threshold": (lambda v: 0 <= v < 1, False, "must be at least 0 and below 1 (higher finds more repeats)"),
     "crf": (lambda v: 0 <= v <= 63, True, "must be 0 (lossless) to 63 (H.264 and H.265 stop at 51)"),
@@ -55,10 +55,14 @@ def option_problem(name: str, value: object, shown: str | None = None) -> str | 
     """What is wrong with `value` for the job option `name` ('must be ..., got ...'), or None. `shown` is
     how the value was written (the CLI's text), when not its repr."""
     test, whole, rule = _RULES[name]
+    try:
+        number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        return f"{rule}, got {shown or 'a number too large to use'}"
     shown = shown or (str(value) if isinstance(value, numbers.Real) else repr(value))
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if not math.isfinite(number):
         return f"must be a number, got {shown}"
-    if whole and not float(value).is_integer():
+    if whole and not number.is_integer():
         return f"must be a whole number, got {shown}"
     return None if test(value) else f"{rule}, got {shown}"
 
