@@ -250,15 +250,18 @@ def test_many_clips_finish_around_a_corrupt_one(local_ray, tmp_path: Path, capsy
 
 @pytest.mark.parametrize(("name", "codec"), [("out.mkv", "ffv1"), ("out.mp4", "libx264"), ("out.mkv", "libx264")])
 def test_video_output_matches_the_single_process_output(
-    local_ray, one_thread, tmp_path: Path, name: str, codec: str
+    local_ray, one_thread, tmp_path: Path, name: str, codec: str, capsys
 ) -> None:
     source, clip = tmp_path / "source.mp4", tmp_path / "clip.mkv"
     make_clip(source, frames=24, fps=Fraction(24), size=SIZE, gop=6)
     add_subtitles(source, [(0.2, 0.5, "Hello"), (0.6, 0.9, "World")], clip)
     single, chunked = tmp_path / "single" / name, tmp_path / "chunked" / name
     assert main([str(clip), "-o", str(single), "--codec", codec, "-q"]) == 0
+    dropped = "amt-vfi: warning: the output container cannot hold srt subtitles"
+    assert capsys.readouterr().err.count(dropped) == (name.endswith(".mp4"))
     argv = [str(clip), "-o", str(chunked), "--codec", codec, "--ray", "--workers", "2", "--chunk-frames", "7", "-q"]
     assert main(argv) == 0
+    assert capsys.readouterr().err.count(dropped) == (name.endswith(".mp4"))  # once, before the work
     (frames_a, times_a), (frames_b, times_b) = decode(single), decode(chunked)
     assert len(frames_b) == len(frames_a) == 47 and times_b == times_a
     summary_a, summary_b = stream_summary(single), stream_summary(chunked)

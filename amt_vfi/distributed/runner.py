@@ -24,6 +24,8 @@ from ..engine import PlannedFrame
 from ..errors import AmtVfiError, InputError
 from ..media import SourceInfo, absolute_path, is_video_output
 from ..media.atomic import check_destination
+from ..media.tracks import announce_left_out_tracks
+from ..media.video import CONTAINER_FORMATS
 from ..pipeline import JobSettings, check_output, plan_for
 from .chunks import DEFAULT_CHUNK_FRAMES, Chunk, choose_boundaries, make_chunks, scan_ranges
 from .clips import batch_outputs, expand_batch, is_batch
@@ -407,6 +409,8 @@ def _prepare(
                 clip.info = source.info
                 clip.report.input_frames, clip.plan = plan_for(source, settings.timing)
                 clip.report.output_fps = settings.timing.output_fps(source.info.fps)
+            if source.info.is_video and is_video_output(output):  # said now, not at the join after the work
+                announce_left_out_tracks(input_path, CONTAINER_FORMATS[output.suffix.lower()])
         except AmtVfiError as error:
             if single:
                 raise

@@ -66,7 +66,7 @@ def _remux(parts: Sequence[Part], temp: Path, container: str, fps: Fraction, tra
         frame_base = 1 / fps  # packets are stamped in frames; the muxer may pick a finer time base
         stream.time_base = frame_base
         stream.codec_context.framerate = fps
-        tracks = TrackCarrier(out, tracks_from) if tracks_from is not None else None
+        tracks = TrackCarrier(out, tracks_from, warn=False) if tracks_from is not None else None  # announced
         try:
             for part in parts:
                 for packet in _video_packets(part.path):

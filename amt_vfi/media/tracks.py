@@ -74,6 +74,13 @@ def _matroska_codecs() -> frozenset[str]:
         return frozenset(probe.supported_codecs)
 
 
+def announce_left_out_tracks(source: Path, container_format: str) -> None:
+    """Warn now, before any work, about the tracks of `source` that an output in `container_format` will
+    leave out (a job whose output is written at its very end, such as the Ray join)."""
+    with av.open(io.BytesIO(), "w", format=container_format) as probe:
+        TrackCarrier(probe, source).close()
+
+
 def packet_time(packet: av.Packet) -> Fraction:
     """Decoding time of a packet in seconds, for interleaving."""
     timestamp = packet.dts if packet.dts is not None else packet.pts
@@ -85,7 +92,9 @@ def packet_time(packet: av.Packet) -> Fraction:
 class TrackCarrier:
     """Adds the audio and subtitle tracks of ``source`` to ``output`` and feeds their packets on demand."""
 
-    def __init__(self, output: OutputContainer, source: Path) -> None:
+    def __init__(self, output: OutputContainer, source: Path, *, warn: bool = True) -> None:
+        """`warn=False` keeps the tracks left out to the debug log (they were announced before the work)."""
+        self._warn = log.warning if warn else log.debug
         if not source.exists():
             raise InputNotFoundError(f"Audio source {source} does not exist; check the path")
         with translate_errors(UnreadableInputError, f"Cannot read the audio and subtitles of {source}"):
@@ -105,7 +114,7 @@ class TrackCarrier:
         with translate_errors(OutputWriteError, f"Cannot add the audio and subtitles of {source} to the output"):
             for stream in (*self._input.streams.audio, *self._input.streams.subtitles):
                 if stream.codec_context is None:  # FFmpeg has no decoder for it (TTML, teletext, ...)
-                    log.warning(
+                    self._warn(
                         "leaving out %s track %d of %s: FFmpeg cannot read it", stream.type, stream.index, source
                     )
                 elif stream.type == "audio":
@@ -133,9 +142,7 @@ class TrackCarrier:
             self._targets[stream.index] = output.add_stream(fallback, rate=rate, layout=_named_layout(stream))
             self._transcoded.add(stream.index)
         else:
-            log.warning(
-                "the output container cannot hold audio; leaving out audio track %d of %s", stream.index, source
-            )
+            self._warn("the output container cannot hold audio; leaving out audio track %d of %s", stream.index, source)
 
     def _add_subtitles(self, output: OutputContainer, stream: av.stream.Stream, source: Path) -> None:
         """A copy of the track where the container holds its codec (subtitles are not converted)."""
@@ -144,7 +151,7 @@ class TrackCarrier:
             self._targets[stream.index] = output.add_stream_from_template(stream)
             return
         hint = " (an .mkv output keeps it)" if name in _matroska_codecs() else ""
-        log.warning(
+        self._warn(
             "the output container cannot hold %s subtitles; leaving out subtitle track %d of %s%s",
             name,
             stream.index,
