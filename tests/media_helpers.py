@@ -139,7 +139,8 @@ def _srt_time(seconds: float) -> str:
 
 
 def subtitle_cues(path: Path) -> list[tuple[str | None, float, bytes]]:
-    """(language, start in seconds after the first video frame, text) of every subtitle packet of a file."""
+    """(language, start in seconds after the first video frame, text) of every subtitle cue of a file,
+    whatever its text codec (empty samples, which MP4 muxers put in gaps, are no cues)."""
     with av.open(str(path)) as container:
         video = container.streams.video[0]
         first_frame = float(next(container.decode(video)).time)
@@ -149,11 +150,17 @@ def subtitle_cues(path: Path) -> list[tuple[str | None, float, bytes]]:
             (
                 packet.stream.metadata.get("language"),
                 round(float(packet.pts * packet.time_base) - first_frame, 3),
-                bytes(packet),
+                cue.dialogue,
             )
             for packet in (container.demux(subtitles) if subtitles else [])
             if packet.size
+            for cue in packet.stream.codec_context.decode(packet)
         ]
+
+
+def subtitle_codecs(path: Path) -> list[str]:
+    with av.open(str(path)) as container:
+        return [stream.codec_context.name for stream in container.streams.subtitles]
 
 
 def stream_summary(path: Path) -> dict[str, object]:

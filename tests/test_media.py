@@ -8,7 +8,16 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from media_helpers import add_subtitles, add_ttml, make_clip, pattern, psnr, stream_summary, subtitle_cues
+from media_helpers import (
+    add_subtitles,
+    add_ttml,
+    make_clip,
+    pattern,
+    psnr,
+    stream_summary,
+    subtitle_codecs,
+    subtitle_cues,
+)
 from PIL import Image, ImageOps, PngImagePlugin
 
 from amt_vfi.media import (
@@ -129,19 +138,30 @@ def test_audio_tracks_keep_their_languages_and_names(tmp_path: Path, suffix: str
     assert labels == [("eng", "English"), ("fra", "Français (commentaire)")]
 
 
-def test_subtitles_are_carried_where_the_container_holds_them(tmp_path: Path, caplog) -> None:
+@pytest.mark.parametrize(
+    ("suffix", "codec"), [(".mkv", "srt"), (".mp4", "mov_text"), (".mov", "mov_text"), (".webm", "webvtt")]
+)
+def test_subtitles_are_carried_in_the_containers_text_codec(tmp_path: Path, suffix: str, codec: str) -> None:
     source, film = tmp_path / "src.mp4", tmp_path / "film.mkv"
     frames = make_clip(source, frames=24, size=(64, 48))
     add_subtitles(source, [(0.1, 0.6, "Hello"), (0.7, 0.9, "World")], film, language="fra")
-    out = tmp_path / "out.mkv"
+    out = tmp_path / f"out{suffix}"
     write_all(open_sink(out, fps=Fraction(48), width=64, height=48, tracks_from=film), frames)
+    assert subtitle_codecs(out) == [codec]  # SubRip copied into MKV, converted for the others
     assert subtitle_cues(out) == [("fra", 0.1, b"Hello"), ("fra", 0.7, b"World")]
-    assert stream_summary(out)["audio_codec"] == "aac"
+    back = tmp_path / f"back{suffix}.mkv"  # and converted back from theirs
+    write_all(open_sink(back, fps=Fraction(48), width=64, height=48, tracks_from=out), frames)
+    assert subtitle_cues(back) == subtitle_cues(out)
 
-    mp4 = tmp_path / "out.mp4"
+
+def test_subtitles_a_container_cannot_hold_are_left_out_with_a_warning(tmp_path: Path, caplog) -> None:
+    source, film = tmp_path / "src.mp4", tmp_path / "film.mkv"
+    frames = make_clip(source, frames=12, size=(64, 48))
+    add_subtitles(source, [(0.1, 0.3, "Hello")], film)
+    out = tmp_path / "out.avi"
     with caplog.at_level("WARNING"):
-        write_all(open_sink(mp4, fps=Fraction(48), width=64, height=48, tracks_from=film), frames)
-    assert subtitle_cues(mp4) == []
+        write_all(open_sink(out, fps=Fraction(48), width=64, height=48, tracks_from=film), frames)
+    assert subtitle_codecs(out) == [] and stream_summary(out)["audio_codec"] == "aac"
     assert "cannot hold srt subtitles; leaving out subtitle track 2" in caplog.text and "an .mkv output" in caplog.text
 
 

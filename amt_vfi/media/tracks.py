@@ -17,6 +17,7 @@ from pathlib import Path
 
 import av
 from av.container import InputContainer, OutputContainer
+from av.subtitles.subtitle import SubtitleSet
 
 from .errors import InputNotFoundError, OutputWriteError, UnreadableInputError, translate_errors
 
@@ -66,6 +67,20 @@ def _copy_labels(source: av.stream.Stream, target: av.stream.Stream) -> None:
         if value and value not in _GENERIC_HANDLERS:
             target.metadata[key] = value
     target.disposition = source.disposition
+
+
+# Text subtitle codecs, in the order a container's own is preferred when converting (mov_text for MP4 and
+# MOV, SubRip for Matroska, WebVTT for WebM); every one converts to every other through ASS dialogue.
+_TEXT_SUBTITLE_CODECS = ("mov_text", "subrip", "webvtt", "ass", "srt", "ssa", "text")
+_SUBTITLE_TIME_BASE = Fraction(1, 1000)
+# The ASS header FFmpeg gives text subtitles without one (SubRip, mov_text): one default style.
+_ASS_HEADER = (
+    b"[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\nFormat: Name, Fontname, "
+    b"Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, Underline, StrikeOut, "
+    b"ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, "
+    b"Encoding\nStyle: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n"
+    b"[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+)
 
 
 @functools.cache
@@ -145,10 +160,20 @@ class TrackCarrier:
             self._warn("the output container cannot hold audio; leaving out audio track %d of %s", stream.index, source)
 
     def _add_subtitles(self, output: OutputContainer, stream: av.stream.Stream, source: Path) -> None:
-        """A copy of the track where the container holds its codec (subtitles are not converted)."""
-        name = stream.codec_context.name
-        if name in output.supported_codecs:
+        """A copy of the track where the container holds its codec; text subtitles converted to a text
+        codec it holds (SubRip in MKV to mov_text in MP4, and back); bitmap ones left out otherwise."""
+        name, supported = stream.codec_context.name, output.supported_codecs
+        if name in supported:
             self._targets[stream.index] = output.add_stream_from_template(stream)
+            return
+        text_codec = next((codec for codec in _TEXT_SUBTITLE_CODECS if codec in supported), None)
+        if name in _TEXT_SUBTITLE_CODECS and text_codec is not None:
+            log.info("converting %s subtitles of %s to %s", name, source, text_codec)
+            target = output.add_stream(text_codec)
+            target.time_base = target.codec_context.time_base = _SUBTITLE_TIME_BASE
+            target.codec_context.subtitle_header = stream.codec_context.subtitle_header or _ASS_HEADER
+            self._targets[stream.index] = target
+            self._transcoded.add(stream.index)
             return
         hint = " (an .mkv output keeps it)" if name in _matroska_codecs() else ""
         self._warn(
@@ -158,6 +183,19 @@ class TrackCarrier:
             source,
             hint,
         )
+
+    def _converted_subtitles(self, packet: av.Packet, target: av.stream.Stream) -> Iterator[av.Packet]:
+        """A text subtitle packet (already in output time) re-encoded for `target`, in milliseconds."""
+
+        def milliseconds(ticks: int) -> int:
+            return round(ticks * packet.time_base / _SUBTITLE_TIME_BASE)
+
+        start, duration = milliseconds(packet.pts), milliseconds(packet.duration or 0)
+        for cue in packet.stream.codec_context.decode(packet):
+            encoded = target.codec_context.encode_subtitle(SubtitleSet.create(cue.ass, 0, duration, pts=start))
+            encoded.pts, encoded.dts, encoded.duration = start, start, duration
+            encoded.time_base, encoded.stream = _SUBTITLE_TIME_BASE, target
+            yield encoded
 
     def _shifted(self, packet: av.Packet) -> av.Packet | None:
         """`packet` moved to output time; a subtitle that ends before the first video frame is dropped
@@ -181,8 +219,18 @@ class TrackCarrier:
             return
         for packet in self._input.demux(inputs):
             target = self._targets[packet.stream.index]
-            if packet.stream.index not in self._transcoded:
+            if packet.stream.type == "subtitle":
                 shifted = self._shifted(packet) if packet.size else None  # in the source's time base
+                if shifted is None:
+                    continue
+                if packet.stream.index in self._transcoded:
+                    yield from self._converted_subtitles(shifted, target)
+                else:
+                    shifted.stream = target
+                    yield shifted
+                continue
+            if packet.stream.index not in self._transcoded:
+                shifted = self._shifted(packet) if packet.size else None
                 if shifted is not None:
                     shifted.stream = target
                     yield shifted
@@ -191,8 +239,9 @@ class TrackCarrier:
                 for encoded in target.encode(frame):
                     yield self._shifted(encoded)
         for index in self._transcoded:
-            for encoded in self._targets[index].encode(None):
-                yield self._shifted(encoded)
+            if self._targets[index].type == "audio":
+                for encoded in self._targets[index].encode(None):
+                    yield self._shifted(encoded)
 
     def mux_until(self, output: OutputContainer, until: Fraction | None) -> None:
         """Mux the packets that decode before ``until`` seconds (all remaining ones for ``None``)."""
