@@ -154,6 +154,15 @@ def test_subtitles_are_carried_in_the_containers_text_codec(tmp_path: Path, suff
     assert subtitle_cues(back) == subtitle_cues(out)
 
 
+def test_avi_frames_are_timed_in_display_order(tmp_path: Path) -> None:
+    frames = [pattern(i, 64, 48) for i in range(12)]
+    out = tmp_path / "out.avi"
+    write_all(open_sink(out, fps=Fraction(24), width=64, height=48), frames)
+    with av.open(str(out)) as container:
+        times = [frame.time for frame in container.decode(video=0)]
+    assert len(times) == 12 and times == sorted(times)
+
+
 def test_subtitles_a_container_cannot_hold_are_left_out_with_a_warning(tmp_path: Path, caplog) -> None:
     source, film = tmp_path / "src.mp4", tmp_path / "film.mkv"
     frames = make_clip(source, frames=12, size=(64, 48))

@@ -449,6 +449,8 @@ class VideoSink(FrameSink):
         stream.codec_context.options = options
         if codec == "libx265" and self._format in ("mp4", "mov"):
             stream.codec_context.codec_tag = "hvc1"  # the tag Apple players require for HEVC
+        if self._format == "avi":  # AVI stores no presentation times: B-frames would be shown out of order
+            stream.codec_context.max_b_frames = 0
         return stream
 
     def _copy_metadata(self, source: Path | VideoSource) -> None:
