@@ -87,15 +87,22 @@ def make_clip(
     return pictures
 
 
-def add_subtitles(clip: Path, cues: Sequence[tuple[float, float, str]], out: Path, language: str = "eng") -> None:
+def add_subtitles(
+    clip: Path,
+    cues: Sequence[tuple[float, float, str]],
+    out: Path,
+    language: str = "eng",
+    encoding: str = "utf-8",
+    timed: bool = True,
+) -> None:
     """`clip` (an MP4 or MOV, whose packets carry decoding times) remuxed into Matroska `out` with a SubRip
-    track of `cues` (start and end in seconds, text)."""
+    track of `cues` (start and end in seconds, text) written in `encoding`; `timed=False` leaves the cues
+    without durations, as some muxers do."""
     srt = out.with_suffix(".srt")
-    srt.write_text(
-        "".join(
-            f"{n}\n{_srt_time(start)} --> {_srt_time(end)}\n{text}\n\n" for n, (start, end, text) in enumerate(cues, 1)
-        )
-    )
+    lines = [
+        f"{n}\n{_srt_time(start)} --> {_srt_time(end)}\n{text}\n\n" for n, (start, end, text) in enumerate(cues, 1)
+    ]
+    srt.write_bytes("".join(lines).encode(encoding))
     with av.open(str(clip)) as source, av.open(str(srt)) as subtitles, av.open(str(out), "w") as target:
         streams = {stream.index: target.add_stream_from_template(stream) for stream in source.streams}
         cue_stream = target.add_stream_from_template(subtitles.streams[0])
@@ -105,6 +112,8 @@ def add_subtitles(clip: Path, cues: Sequence[tuple[float, float, str]], out: Pat
         packets.sort(key=lambda item: (item[0].dts if item[0].dts is not None else item[0].pts) * item[0].time_base)
         for packet, stream in packets:
             packet.stream = stream
+            if stream is cue_stream and not timed:
+                packet.duration = 0
             target.mux(packet)
 
 

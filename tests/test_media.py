@@ -154,6 +154,37 @@ def test_subtitles_are_carried_in_the_containers_text_codec(tmp_path: Path, suff
     assert subtitle_cues(back) == subtitle_cues(out)
 
 
+def _converted_cues(tmp_path: Path, cues: list, **made) -> list:
+    """`cues` of a SubRip track (see add_subtitles) as they come out of an MP4 output."""
+    source, film, out = tmp_path / "src.mp4", tmp_path / "film.mkv", tmp_path / "out.mp4"
+    frames = make_clip(source, frames=72, size=(64, 48), audio_codec=None)
+    add_subtitles(source, cues, film, **made)
+    write_all(open_sink(out, fps=Fraction(24), width=64, height=48, tracks_from=film), frames)
+    return [(start, text) for _, start, text in subtitle_cues(out)]
+
+
+def test_overlapping_cues_are_shown_together_not_pushed_back(tmp_path: Path) -> None:
+    """MP4 shows one cue at a time and would show 'Overlap' after 'Long one', delaying every later cue."""
+    cues = [(0.2, 1.5, "Long one"), (0.8, 1.0, "Overlap"), (2.0, 2.4, "Next")]
+    converted = _converted_cues(tmp_path, cues)
+    assert converted == [(0.2, b"Long one"), (0.8, b"Long one\nOverlap"), (1.0, b"Long one"), (2.0, b"Next")]
+
+
+def test_cues_without_durations_end_at_the_next_one(tmp_path: Path) -> None:
+    converted = _converted_cues(tmp_path, [(0.2, 0.5, "one"), (0.6, 0.9, "two")], timed=False)
+    assert converted == [(0.2, b"one"), (0.6, b"two")]
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        shown = [p.duration * p.time_base for p in container.demux(container.streams.subtitles[0]) if p.size > 2]
+    assert shown == [Fraction(2, 5), Fraction(5)]  # up to the next cue; the last one 5 s
+
+
+def test_cues_that_are_not_utf8_are_left_out_with_a_warning(tmp_path: Path, caplog) -> None:
+    with caplog.at_level("WARNING"):
+        converted = _converted_cues(tmp_path, [(0.2, 0.5, "Café"), (0.6, 0.9, "ok")], encoding="latin-1")
+    assert converted == [(0.6, b"ok")]  # the output is still written
+    assert "leaving out 1 cues of subtitle track 1 of" in caplog.text
+
+
 def test_avi_frames_are_timed_in_display_order(tmp_path: Path) -> None:
     frames = [pattern(i, 64, 48) for i in range(12)]
     out = tmp_path / "out.avi"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import av
 from av.container import InputContainer, OutputContainer
-from av.subtitles.subtitle import SubtitleSet
 
+from . import subtitles
 from .errors import InputNotFoundError, OutputWriteError, UnreadableInputError, translate_errors
 
 log = logging.getLogger(__name__)
@@ -69,20 +69,6 @@ def _copy_labels(source: av.stream.Stream, target: av.stream.Stream) -> None:
     target.disposition = source.disposition
 
 
-# Text subtitle codecs, in the order a container's own is preferred when converting (mov_text for MP4 and
-# MOV, SubRip for Matroska, WebVTT for WebM); every one converts to every other through ASS dialogue.
-_TEXT_SUBTITLE_CODECS = ("mov_text", "subrip", "webvtt", "ass", "srt", "ssa", "text")
-_SUBTITLE_TIME_BASE = Fraction(1, 1000)
-# The ASS header FFmpeg gives text subtitles without one (SubRip, mov_text): one default style.
-_ASS_HEADER = (
-    b"[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\nFormat: Name, Fontname, "
-    b"Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, Underline, StrikeOut, "
-    b"ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, "
-    b"Encoding\nStyle: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n"
-    b"[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
-)
-
-
 @functools.cache
 def _matroska_codecs() -> frozenset[str]:
     with av.open(io.BytesIO(), "w", format="matroska") as probe:
@@ -125,7 +111,8 @@ class TrackCarrier:
         # Keep the tracks aligned with the first video frame, which becomes time 0 in the output.
         self._offset = _stream_start(video[0]) if video else Fraction(0)
         self._targets: dict[int, av.stream.Stream] = {}
-        self._transcoded: set[int] = set()
+        self._transcoded: set[int] = set()  # audio re-encoded
+        self._converted: dict[int, list[av.Packet]] = {}  # subtitles converted, read whole beforehand
         with translate_errors(OutputWriteError, f"Cannot add the audio and subtitles of {source} to the output"):
             for stream in (*self._input.streams.audio, *self._input.streams.subtitles):
                 if stream.codec_context is None:  # FFmpeg has no decoder for it (TTML, teletext, ...)
@@ -166,14 +153,15 @@ class TrackCarrier:
         if name in supported:
             self._targets[stream.index] = output.add_stream_from_template(stream)
             return
-        text_codec = next((codec for codec in _TEXT_SUBTITLE_CODECS if codec in supported), None)
-        if name in _TEXT_SUBTITLE_CODECS and text_codec is not None:
+        text_codec = next((codec for codec in subtitles.TEXT_CODECS if codec in supported), None)
+        if name in subtitles.TEXT_CODECS and text_codec is not None:
             log.info("converting %s subtitles of %s to %s", name, source, text_codec)
-            target = output.add_stream(text_codec)
-            target.time_base = target.codec_context.time_base = _SUBTITLE_TIME_BASE
-            target.codec_context.subtitle_header = stream.codec_context.subtitle_header or _ASS_HEADER
+            target, converted = subtitles.convert_track(source, stream.index, self._offset, output, text_codec)
+            if converted.lost:
+                what = (converted.lost, stream.index, source)
+                self._warn("leaving out %d cues of subtitle track %d of %s: they are not UTF-8 text or too long", *what)
             self._targets[stream.index] = target
-            self._transcoded.add(stream.index)
+            self._converted[stream.index] = converted.packets
             return
         hint = " (an .mkv output keeps it)" if name in _matroska_codecs() else ""
         self._warn(
@@ -183,19 +171,6 @@ class TrackCarrier:
             source,
             hint,
         )
-
-    def _converted_subtitles(self, packet: av.Packet, target: av.stream.Stream) -> Iterator[av.Packet]:
-        """A text subtitle packet (already in output time) re-encoded for `target`, in milliseconds."""
-
-        def milliseconds(ticks: int) -> int:
-            return round(ticks * packet.time_base / _SUBTITLE_TIME_BASE)
-
-        start, duration = milliseconds(packet.pts), milliseconds(packet.duration or 0)
-        for cue in packet.stream.codec_context.decode(packet):
-            encoded = target.codec_context.encode_subtitle(SubtitleSet.create(cue.ass, 0, duration, pts=start))
-            encoded.pts, encoded.dts, encoded.duration = start, start, duration
-            encoded.time_base, encoded.stream = _SUBTITLE_TIME_BASE, target
-            yield encoded
 
     def _shifted(self, packet: av.Packet) -> av.Packet | None:
         """`packet` moved to output time; a subtitle that ends before the first video frame is dropped
@@ -214,34 +189,34 @@ class TrackCarrier:
         return packet
 
     def _generate(self) -> Iterator[av.Packet]:
-        inputs = [stream for stream in self._input.streams if stream.index in self._targets]
-        if not inputs:
-            return
-        for packet in self._input.demux(inputs):
-            target = self._targets[packet.stream.index]
-            if packet.stream.type == "subtitle":
-                shifted = self._shifted(packet) if packet.size else None  # in the source's time base
-                if shifted is None:
-                    continue
-                if packet.stream.index in self._transcoded:
-                    yield from self._converted_subtitles(shifted, target)
-                else:
-                    shifted.stream = target
-                    yield shifted
-                continue
-            if packet.stream.index not in self._transcoded:
-                shifted = self._shifted(packet) if packet.size else None
-                if shifted is not None:
-                    shifted.stream = target
-                    yield shifted
-                continue
-            for frame in packet.decode():
-                for encoded in target.encode(frame):
-                    yield self._shifted(encoded)
+        """The packets of every carried track in time order: demuxed as the file goes, the converted
+        subtitles (already in output time) slotted in."""
+        cues = sorted((p for packets in self._converted.values() for p in packets), key=packet_time)
+        next_cue = 0
+        inputs = [s for s in self._input.streams if s.index in self._targets and s.index not in self._converted]
+        for packet in self._input.demux(inputs) if inputs else ():
+            for produced in self._output_packets(packet):
+                while next_cue < len(cues) and packet_time(cues[next_cue]) <= packet_time(produced):
+                    yield cues[next_cue]
+                    next_cue += 1
+                yield produced
+        yield from cues[next_cue:]
         for index in self._transcoded:
-            if self._targets[index].type == "audio":
-                for encoded in self._targets[index].encode(None):
-                    yield self._shifted(encoded)
+            for encoded in self._targets[index].encode(None):
+                yield self._shifted(encoded)
+
+    def _output_packets(self, packet: av.Packet) -> Iterator[av.Packet]:
+        """A demuxed packet as output packets: copied (shifted to output time) or re-encoded audio."""
+        target = self._targets[packet.stream.index]
+        if packet.stream.index not in self._transcoded:
+            shifted = self._shifted(packet) if packet.size else None  # in the source's time base
+            if shifted is not None:
+                shifted.stream = target
+                yield shifted
+            return
+        for frame in packet.decode():
+            for encoded in target.encode(frame):
+                yield self._shifted(encoded)
 
     def mux_until(self, output: OutputContainer, until: Fraction | None) -> None:
         """Mux the packets that decode before ``until`` seconds (all remaining ones for ``None``)."""
