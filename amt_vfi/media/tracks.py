@@ -1,9 +1,10 @@
 """Carrying the audio and subtitle tracks of an input into a video output while the video is encoded.
 
-Packets are copied unchanged when the output container accepts the codec; audio is re-encoded (AAC, or
-the container's own default when it cannot hold AAC) otherwise, subtitles the container cannot hold are
-left out with a warning. They are muxed in step with the video so the file is interleaved and nothing is
-buffered for the whole clip.
+Packets are copied unchanged when the output container accepts the codec. Otherwise audio is re-encoded
+(AAC, or the container's own default when it cannot hold AAC), text subtitles are converted to the
+container's own text codec (see `subtitles`), and other subtitles are left out with a warning. Packets
+are muxed in step with the video, so the file is interleaved and only converted subtitle tracks (small)
+are held whole.
 """
 
 from __future__ import annotations
