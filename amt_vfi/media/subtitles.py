@@ -7,8 +7,8 @@ none without an end.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
+import itertools
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -17,13 +17,11 @@ import av
 from av.container import InputContainer, OutputContainer
 from av.subtitles.subtitle import SubtitleSet
 
-log = logging.getLogger(__name__)
-
 #: Text subtitle codecs, in the order a container's own is preferred (mov_text for MP4 and MOV, SubRip for
 #: Matroska, WebVTT for WebM); each converts to every other through ASS dialogue lines.
 TEXT_CODECS = ("mov_text", "subrip", "webvtt", "ass", "srt", "ssa", "text")
 TIME_BASE = Fraction(1, 1000)  # milliseconds
-#: How long a cue without a duration stays up at most (FFmpeg's SubRip and WebVTT readers allow none).
+#: How long a cue without a duration stays up at most (milliseconds), when no later cue ends it sooner.
 LONGEST_UNTIMED_CUE = 5000
 # The ASS header FFmpeg gives text subtitles without one (SubRip, mov_text): one default style.
 ASS_HEADER = (
@@ -104,25 +102,30 @@ def _read_cues(container: InputContainer, stream: av.stream.Stream, offset: Frac
 
 
 def _with_ends(cues: list[Cue]) -> list[Cue]:
-    """Cues without a duration end where the next one starts, at most LONGEST_UNTIMED_CUE later."""
+    """Cues (sorted by start) without a duration end where the next one starts, at most
+    LONGEST_UNTIMED_CUE later."""
     ended = []
     for number, cue in enumerate(cues):
         if cue.end is None or cue.end <= cue.start:
-            later = [other.start for other in cues[number + 1 :] if other.start > cue.start]
-            end = min([cue.start + LONGEST_UNTIMED_CUE, *later[:1]])
-            cue = Cue(cue.start, end, cue.line)
+            later = (other.start for other in itertools.islice(cues, number + 1, None) if other.start > cue.start)
+            cue = Cue(cue.start, min(cue.start + LONGEST_UNTIMED_CUE, next(later, math.inf)), cue.line)
         ended.append(cue)
     return ended
 
 
-def _one_at_a_time(cues: Iterable[Cue]) -> list[Cue]:
-    """Overlapping cues as a sequence of cues that do not overlap: between any two moments where a cue
-    starts or ends, one cue with the texts of all those on screen, one line each, earliest on top."""
-    cues = list(cues)
+def _one_at_a_time(cues: list[Cue]) -> list[Cue]:
+    """Overlapping cues (sorted by start) as a sequence of cues that do not overlap: between any two
+    moments where a cue starts or ends, one cue with the texts of all those on screen, earliest on top."""
     moments = sorted({moment for cue in cues for moment in (cue.start, cue.end)})
     flat: list[Cue] = []
-    for start, end in zip(moments, moments[1:], strict=False):
-        showing = [cue for cue in cues if cue.start <= start and cue.end >= end]
+    showing: list[Cue] = []
+    waiting = iter(cues)
+    upcoming = next(waiting, None)
+    for start, end in itertools.pairwise(moments):
+        showing = [cue for cue in showing if cue.end > start]
+        while upcoming is not None and upcoming.start <= start:
+            showing.append(upcoming)
+            upcoming = next(waiting, None)
         if not showing:
             continue
         first = showing[0].line.split(b",", _FIELDS_BEFORE_TEXT)
