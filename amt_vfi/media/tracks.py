@@ -98,7 +98,7 @@ class TrackCarrier:
         """`warn=False` keeps the tracks left out to the debug log (they were announced before the work)."""
         self._warn = log.warning if warn else log.debug
         if not source.exists():
-            raise InputNotFoundError(f"Audio source {source} does not exist; check the path")
+            raise InputNotFoundError(f"{source} (the audio and subtitles of the output) does not exist; check the path")
         with translate_errors(UnreadableInputError, f"Cannot read the audio and subtitles of {source}"):
             self._input: InputContainer = av.open(str(source))
         try:
@@ -235,5 +235,5 @@ class TrackCarrier:
                 output.mux(packet)
 
     def close(self) -> None:
-        """Release the audio source."""
+        """Release the source file."""
         self._input.close()
