@@ -248,7 +248,9 @@ def test_many_clips_finish_around_a_corrupt_one(local_ray, tmp_path: Path, capsy
     assert stream_summary(out / "a.mp4")["audio_codec"] == "aac"
 
 
-@pytest.mark.parametrize(("name", "codec"), [("out.mkv", "ffv1"), ("out.mp4", "libx264"), ("out.mkv", "libx264")])
+@pytest.mark.parametrize(
+    ("name", "codec"), [("out.mkv", "ffv1"), ("out.mp4", "libx264"), ("out.mkv", "libx264"), ("out.avi", "libx264")]
+)
 def test_video_output_matches_the_single_process_output(
     local_ray, one_thread, tmp_path: Path, name: str, codec: str, capsys
 ) -> None:
@@ -256,17 +258,23 @@ def test_video_output_matches_the_single_process_output(
     make_clip(source, frames=24, fps=Fraction(24), size=SIZE, gop=6)
     add_subtitles(source, [(0.2, 0.5, "Hello"), (0.6, 0.9, "World")], clip)
     single, chunked = tmp_path / "single" / name, tmp_path / "chunked" / name
+    avi = name.endswith(".avi")  # AVI holds no subtitles (and no presentation times: see VideoSink)
+
+    def warnings() -> list[str]:
+        return [line.split(" of ")[0] for line in capsys.readouterr().err.splitlines()]
+
+    dropped = ["amt-vfi: warning: the output container cannot hold srt subtitles; leaving out subtitle track 2"]
     assert main([str(clip), "-o", str(single), "--codec", codec, "-q"]) == 0
-    assert capsys.readouterr().err == ""
+    assert warnings() == (dropped if avi else [])
     argv = [str(clip), "-o", str(chunked), "--codec", codec, "--ray", "--workers", "2", "--chunk-frames", "7", "-q"]
     assert main(argv) == 0
-    assert capsys.readouterr().err == ""
+    assert warnings() == (dropped if avi else [])
     (frames_a, times_a), (frames_b, times_b) = decode(single), decode(chunked)
     assert len(frames_b) == len(frames_a) == 47 and times_b == times_a
     summary_a, summary_b = stream_summary(single), stream_summary(chunked)
     for key in ("duration", "packets", "ends", "video_codec", "audio_codec"):
         assert summary_b[key] == summary_a[key], key
-    assert subtitle_cues(chunked) == subtitle_cues(single) == subtitle_cues(clip) != []  # MP4: as mov_text
+    assert subtitle_cues(chunked) == subtitle_cues(single) == ([] if avi else subtitle_cues(clip))  # MP4: mov_text
     if codec == "ffv1":  # lossless: the frames the chunks encoded are the frames the single process encoded
         assert all(np.array_equal(a, b) for a, b in zip(frames_a, frames_b, strict=True))
 

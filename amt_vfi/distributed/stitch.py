@@ -37,9 +37,16 @@ def _frames(timestamp: int, time_base: Fraction, fps: Fraction) -> int:
     return round(timestamp * time_base * fps)
 
 
-def _video_packets(path: Path) -> Iterator[av.Packet]:
+def _video_packets(path: Path, fps: Fraction) -> Iterator[tuple[av.Packet, int]]:
+    """A chunk's video packets, each with the number of its frame in the chunk. AVI keeps no presentation
+    times (the demuxer makes them up) but holds no reordered frames either (see VideoSink): frames are
+    numbered in file order there."""
     with av.open(str(path)) as chunk:
-        yield from (packet for packet in chunk.demux(chunk.streams.video[0]) if packet.size)
+        packets = (packet for packet in chunk.demux(chunk.streams.video[0]) if packet.size)
+        if "avi" in chunk.format.name.split(","):
+            yield from ((packet, number) for number, packet in enumerate(packets))
+        else:
+            yield from ((packet, _frames(packet.pts, packet.time_base, fps)) for packet in packets)
 
 
 def _decode_times(parts: Sequence[Part], fps: Fraction) -> Iterator[int]:
@@ -49,11 +56,7 @@ def _decode_times(parts: Sequence[Part], fps: Fraction) -> Iterator[int]:
     presentation times in sorted order, all moved back by the largest reordering delay, so that no frame
     is decoded after it is shown and the times keep increasing from one chunk to the next.
     """
-    shown = [
-        part.first_output + _frames(packet.pts, packet.time_base, fps)
-        for part in parts
-        for packet in _video_packets(part.path)
-    ]
+    shown = [part.first_output + frame for part in parts for _, frame in _video_packets(part.path, fps)]
     ordered = sorted(shown)
     delay = max((first - late for first, late in zip(ordered, shown, strict=True)), default=0)
     return (time - delay for time in ordered)
@@ -69,9 +72,9 @@ def _remux(parts: Sequence[Part], temp: Path, container: str, fps: Fraction, tra
         tracks = TrackCarrier(out, tracks_from, warn=False) if tracks_from is not None else None  # announced
         try:
             for part in parts:
-                for packet in _video_packets(part.path):
+                for packet, frame in _video_packets(part.path, fps):
                     base = packet.time_base
-                    packet.pts = part.first_output + _frames(packet.pts, base, fps)
+                    packet.pts = part.first_output + frame
                     packet.dts = next(decode_times)
                     packet.duration = _frames(packet.duration or 0, base, fps)
                     packet.time_base = frame_base
