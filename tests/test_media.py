@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -464,6 +465,24 @@ def test_stale_statistics_tags_of_a_remuxed_matroska_file_are_not_believed(tmp_p
     with open_source(clip) as source:
         assert source.count_frames() == 30
         assert sum(1 for _ in source.frames()) == 30
+
+
+def test_packets_that_do_not_decode_are_reported_not_left_to_the_plan(tmp_path: Path) -> None:
+    clip, broken = tmp_path / "clip.mkv", tmp_path / "broken.mkv"
+    make_clip(clip, frames=12, size=(96, 64), audio_codec=None)
+    with av.open(str(clip)) as source, av.open(str(broken), "w") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.size and packet.dts is not None:  # Matroska gives reordered frames no dts: lose them
+                packet.stream = stream
+                target.mux(packet)
+    expected = r"broken.mkv is incomplete or damaged: it holds (\d+) frames but only (\d+) can be decoded"
+    with pytest.raises(UnreadableInputError, match=expected) as caught, open_source(broken) as source:
+        planned = source.count_frames()
+        for _ in source.frames():
+            pass
+    held, decoded = (int(n) for n in re.search(expected, str(caught.value)).groups())
+    assert held == planned and decoded < held
 
 
 def test_a_whole_matroska_file_starting_late_is_complete(tmp_path: Path) -> None:

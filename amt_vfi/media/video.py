@@ -11,6 +11,7 @@ time base.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import math
@@ -173,12 +174,16 @@ class ListedExtent:
     frames: int | None = None
     end: Fraction | None = None  # seconds
     period: Fraction = Fraction(0)  # one frame, the slack allowed at the end
+    packets: int | None = None  # frames counted in a pass over the packets, where the header has no count
 
     def shortfall(self, found: int, reached: Fraction | None) -> str | None:
         """What is missing, or None when `found` frames reaching `reached` seconds are all there is. One
-        frame of slack for counts (some muxers count a frame that carries no picture), two for times."""
+        frame of slack for a header's count (some muxers count a frame that carries no picture), two for
+        times, none for counted packets (the job was planned for each)."""
         if self.frames is not None and found + 1 < self.frames:
             return f"its header lists {self.frames} frames but it holds only {found}"
+        if self.packets is not None and found < self.packets:  # the job was planned for them all
+            return f"it holds {self.packets} frames but only {found} can be decoded"
         if self.end is not None and reached is not None and reached + 2 * self.period < self.end:
             return f"its header gives the video {float(self.end):.2f} s but the frames end at {float(reached):.2f} s"
         return None
@@ -237,6 +242,8 @@ def probe_video(path: Path, fps: Fraction | None = None) -> tuple[SourceInfo, Co
         listed = _listed_extent(stream, rate)
         if whole_file:
             _check_complete(path, listed, scanned.count, _seconds(scanned.last_stop, stream.time_base))
+            if not stream.frames:  # counted here: decoding must find them all
+                listed = dataclasses.replace(listed, packets=scanned.count)
         frame_count = stream.frames or (scanned.count if whole_file else None)
         has_audio = bool(container.streams.audio)
         rotate_tag = stream.metadata.get("rotate")
@@ -280,6 +287,7 @@ class VideoSource(FrameSource):
             with translate_errors(UnreadableInputError, f"Cannot read the packets of {self.path}"):
                 scan = _scan_packets(container, stream, keep_stamps=False)
             _check_complete(self.path, self._listed, scan.count, _seconds(scan.last_stop, stream.time_base))
+        self._listed = dataclasses.replace(self._listed, packets=scan.count)  # decoding must find them all
         return scan.count
 
     def _iter_from(self, start_index: int) -> Iterator[np.ndarray]:
