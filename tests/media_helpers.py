@@ -117,6 +117,42 @@ def add_subtitles(
             target.mux(packet)
 
 
+def add_chapters(clip: Path, chapters: Sequence[tuple[float, float, str]], out: Path) -> None:
+    """`clip` (an MP4) remuxed into Matroska `out` with `chapters` (start and end in seconds, title)."""
+    with av.open(str(clip)) as source, av.open(str(out), "w") as target:
+        streams = {stream.index: target.add_stream_from_template(stream) for stream in source.streams}
+        target.set_chapters(
+            [
+                {
+                    "id": n,
+                    "start": round(start * 1000),
+                    "end": round(end * 1000),
+                    "time_base": Fraction(1, 1000),
+                    "metadata": {"title": title},
+                }
+                for n, (start, end, title) in enumerate(chapters, 1)
+            ]
+        )
+        for packet in source.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                target.mux(packet)
+
+
+def chapters_of(path: Path) -> list[tuple[float, float, str]]:
+    """(start, end in seconds after the first video frame, title) of every chapter of a file."""
+    with av.open(str(path)) as container:
+        first_frame = float(next(container.decode(container.streams.video[0])).time)
+        return [
+            (
+                round(float(c["start"] * c["time_base"]) - first_frame, 3),
+                round(float(c["end"] * c["time_base"]) - first_frame, 3),
+                c["metadata"].get("title"),
+            )
+            for c in container.chapters()
+        ]
+
+
 _ASS_HEADER = (
     b"[Script Info]\nScriptType: v4.00+\nPlayResX: 320\nPlayResY: 240\n\n[V4+ Styles]\nFormat: Name, Fontname, "
     b"Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, Underline, StrikeOut, "

@@ -10,8 +10,10 @@ import av
 import numpy as np
 import pytest
 from media_helpers import (
+    add_chapters,
     add_subtitles,
     add_ttml,
+    chapters_of,
     make_clip,
     pattern,
     psnr,
@@ -204,6 +206,16 @@ def test_subtitles_a_container_cannot_hold_are_left_out_with_a_warning(tmp_path:
         write_all(open_sink(out, fps=Fraction(48), width=64, height=48, tracks_from=film), frames)
     assert subtitle_codecs(out) == [] and stream_summary(out)["audio_codec"] == "aac"
     assert "cannot hold srt subtitles; leaving out subtitle track 2" in caplog.text and "an .mkv output" in caplog.text
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4", ".mov"])
+def test_chapters_are_carried(tmp_path: Path, suffix: str) -> None:
+    source, film = tmp_path / "src.mp4", tmp_path / "film.mkv"
+    frames = make_clip(source, frames=48, size=(64, 48), audio_codec=None)
+    add_chapters(source, [(0.0, 1.0, "Intro"), (1.0, 2.0, "Main")], film)
+    out = tmp_path / f"out{suffix}"
+    write_all(open_sink(out, fps=Fraction(24), width=64, height=48, tracks_from=film), frames)
+    assert chapters_of(out) == chapters_of(film) and [title for *_, title in chapters_of(out)] == ["Intro", "Main"]
 
 
 def test_subtitles_before_the_first_frame_are_dropped_or_cut_to_it(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Carrying the audio and subtitle tracks of an input into a video output while the video is encoded.
+"""Carrying the audio and subtitle tracks (and chapters) of an input into a video output while the video
+is encoded.
 
 Packets are copied unchanged when the output container accepts the codec. Otherwise audio is re-encoded
 (AAC, or the container's own default when it cannot hold AAC), text subtitles are converted to the
@@ -126,6 +127,9 @@ class TrackCarrier:
                     self._add_subtitles(output, stream, source)
         for index, target in self._targets.items():
             _copy_labels(self._input.streams[index], target)
+        chapters = [chapter for chapter in map(self._chapter_shifted, self._input.chapters()) if chapter]
+        if chapters:
+            output.set_chapters(chapters)
         self._source = source
         self._packets = self._generate()
         self._pending: av.Packet | None = None
@@ -172,6 +176,12 @@ class TrackCarrier:
             source,
             hint,
         )
+
+    def _chapter_shifted(self, chapter: dict) -> dict | None:
+        """A chapter (a film's scenes) in output time, like the tracks; None if it ends before the video."""
+        shift = round(self._offset / chapter["time_base"])
+        start, end = chapter["start"] - shift, chapter["end"] - shift
+        return {**chapter, "start": max(start, 0), "end": end} if end > 0 else None
 
     def _shifted(self, packet: av.Packet) -> av.Packet | None:
         """`packet` moved to output time; a subtitle that ends before the first video frame is dropped
