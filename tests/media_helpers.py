@@ -94,49 +94,49 @@ def add_subtitles(
     language: str = "eng",
     encoding: str = "utf-8",
     timed: bool = True,
+    chapters: Sequence[tuple[float, float, str]] = (),
 ) -> None:
     """`clip` (an MP4 or MOV, whose packets carry decoding times) remuxed into Matroska `out` with a SubRip
-    track of `cues` (start and end in seconds, text) written in `encoding`; `timed=False` leaves the cues
-    without durations, as some muxers do."""
-    srt = out.with_suffix(".srt")
-    lines = [
-        f"{n}\n{_srt_time(start)} --> {_srt_time(end)}\n{text}\n\n" for n, (start, end, text) in enumerate(cues, 1)
-    ]
-    srt.write_bytes("".join(lines).encode(encoding))
-    with av.open(str(clip)) as source, av.open(str(srt)) as subtitles, av.open(str(out), "w") as target:
+    track of `cues` (start and end in seconds, text; none without cues) written in `encoding`, and
+    `chapters` (start, end, title); `timed=False` leaves the cues without durations, as some muxers do."""
+    with av.open(str(clip)) as source, av.open(str(out), "w") as target:
         streams = {stream.index: target.add_stream_from_template(stream) for stream in source.streams}
-        cue_stream = target.add_stream_from_template(subtitles.streams[0])
-        cue_stream.metadata["language"] = language
         packets = [(p, streams[p.stream.index]) for p in source.demux() if p.size]
-        packets += [(p, cue_stream) for p in subtitles.demux(subtitles.streams[0]) if p.size]
+        if cues:
+            srt = out.with_suffix(".srt")
+            lines = [f"{n}\n{_srt_time(a)} --> {_srt_time(b)}\n{text}\n\n" for n, (a, b, text) in enumerate(cues, 1)]
+            srt.write_bytes("".join(lines).encode(encoding))
+            with av.open(str(srt)) as subtitles:
+                cue_stream = target.add_stream_from_template(subtitles.streams[0])
+                cue_stream.metadata["language"] = language
+                for packet in subtitles.demux(subtitles.streams[0]):
+                    if packet.size:
+                        packet.duration = packet.duration if timed else 0
+                        packets.append((packet, cue_stream))
+        if chapters:
+            target.set_chapters(_chapter_entries(chapters))
         packets.sort(key=lambda item: (item[0].dts if item[0].dts is not None else item[0].pts) * item[0].time_base)
         for packet, stream in packets:
             packet.stream = stream
-            if stream is cue_stream and not timed:
-                packet.duration = 0
             target.mux(packet)
 
 
 def add_chapters(clip: Path, chapters: Sequence[tuple[float, float, str]], out: Path) -> None:
     """`clip` (an MP4) remuxed into Matroska `out` with `chapters` (start and end in seconds, title)."""
-    with av.open(str(clip)) as source, av.open(str(out), "w") as target:
-        streams = {stream.index: target.add_stream_from_template(stream) for stream in source.streams}
-        target.set_chapters(
-            [
-                {
-                    "id": n,
-                    "start": round(start * 1000),
-                    "end": round(end * 1000),
-                    "time_base": Fraction(1, 1000),
-                    "metadata": {"title": title},
-                }
-                for n, (start, end, title) in enumerate(chapters, 1)
-            ]
-        )
-        for packet in source.demux():
-            if packet.size:
-                packet.stream = streams[packet.stream.index]
-                target.mux(packet)
+    add_subtitles(clip, [], out, chapters=chapters)
+
+
+def _chapter_entries(chapters: Sequence[tuple[float, float, str]]) -> list[dict]:
+    return [
+        {
+            "id": n,
+            "start": round(start * 1000),
+            "end": round(end * 1000),
+            "time_base": Fraction(1, 1000),
+            "metadata": {"title": title},
+        }
+        for n, (start, end, title) in enumerate(chapters, 1)
+    ]
 
 
 def chapters_of(path: Path) -> list[tuple[float, float, str]]:
@@ -214,7 +214,8 @@ def stream_summary(path: Path) -> dict[str, object]:
         summary: dict[str, object] = {"duration": container.duration / 1e6 if container.duration else None}
         order = []
         for stream in container.streams:
-            summary[f"{stream.type}_codec"] = stream.codec_context.name
+            if stream.codec_context is not None:  # MP4's chapter track has none
+                summary[f"{stream.type}_codec"] = stream.codec_context.name
         counts: dict[str, int] = {}
         ends: dict[str, float] = {}
         for packet in container.demux():

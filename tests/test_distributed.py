@@ -22,7 +22,7 @@ import pytest
 import ray
 import torch
 from distributed_helpers import decode, kill_ray_workers, read_folder, scene_frame, write_folder
-from media_helpers import add_subtitles, add_ttml, make_clip, stream_summary, subtitle_cues
+from media_helpers import add_subtitles, add_ttml, chapters_of, make_clip, stream_summary, subtitle_cues
 
 from amt_vfi.cli import main
 from amt_vfi.distributed import choose_boundaries, expand_batch, interpolate_distributed, is_batch, make_chunks
@@ -256,7 +256,7 @@ def test_video_output_matches_the_single_process_output(
 ) -> None:
     source, clip = tmp_path / "source.mp4", tmp_path / "clip.mkv"
     make_clip(source, frames=24, fps=Fraction(24), size=SIZE, gop=6)
-    add_subtitles(source, [(0.2, 0.5, "Hello"), (0.6, 0.9, "World")], clip)
+    add_subtitles(source, [(0.2, 0.5, "Hello"), (0.6, 0.9, "World")], clip, chapters=[(0, 0.5, "A"), (0.5, 1, "B")])
     single, chunked = tmp_path / "single" / name, tmp_path / "chunked" / name
     avi = name.endswith(".avi")  # AVI holds no subtitles (and no presentation times: see VideoSink)
 
@@ -275,6 +275,10 @@ def test_video_output_matches_the_single_process_output(
     for key in ("duration", "packets", "ends", "video_codec", "audio_codec"):
         assert summary_b[key] == summary_a[key], key
     assert subtitle_cues(chunked) == subtitle_cues(single) == ([] if avi else subtitle_cues(clip))  # MP4: mov_text
+    kept, given = chapters_of(single), ([] if avi else chapters_of(clip))
+    assert chapters_of(chunked) == kept and [c[2] for c in kept] == [c[2] for c in given]
+    times = [(time, other) for x, y in zip(kept, given, strict=True) for time, other in zip(x[:2], y[:2], strict=True)]
+    assert all(abs(time - other) < 0.03 for time, other in times)  # within the AAC priming, 23 ms
     if codec == "ffv1":  # lossless: the frames the chunks encoded are the frames the single process encoded
         assert all(np.array_equal(a, b) for a, b in zip(frames_a, frames_b, strict=True))
 
