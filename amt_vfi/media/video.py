@@ -178,11 +178,11 @@ class ListedExtent:
 
     def shortfall(self, found: int, reached: Fraction | None) -> str | None:
         """What is missing, or None when `found` frames reaching `reached` seconds are all there is. One
-        frame of slack for a header's count (some muxers count a frame that carries no picture), two for
-        times, none for counted packets (the job was planned for each)."""
+        frame of slack for counts (a muxer may count, or write, a packet that carries no picture), two for
+        times."""
         if self.frames is not None and found + 1 < self.frames:
             return f"its header lists {self.frames} frames but it holds only {found}"
-        if self.packets is not None and found < self.packets:  # the job was planned for them all
+        if self.packets is not None and found + 1 < self.packets:
             return f"it holds {self.packets} frames but only {found} can be decoded"
         if self.end is not None and reached is not None and reached + 2 * self.period < self.end:
             return f"its header gives the video {float(self.end):.2f} s but the frames end at {float(reached):.2f} s"
