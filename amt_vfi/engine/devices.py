@@ -34,12 +34,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise InputError(f"unknown device {device!r}; use {', '.join(DEVICE_CHOICES)}") from None
 
 
+def check_precision(precision: str) -> None:
+    """An unknown precision is the caller's mistake: name the ones there are."""
+    if precision not in PRECISION_CHOICES:
+        raise InputError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, not {precision!r}")
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """'auto' is float16 on CUDA (tensor cores) and float32 elsewhere, where half precision is slow."""
+    check_precision(precision)
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, not {precision!r}")
     if precision == "fp16" and device.type == "cpu":
         raise InputError("fp16 is not supported on the CPU (too slow and inexact there); use fp32 or bf16")
     return PRECISIONS[precision]

@@ -22,7 +22,6 @@ from ..checkpoints import resolve_checkpoint
 from ..engine import (
     DEFAULT_CUT_THRESHOLD,
     DEVICE_CHOICES,
-    PRECISION_CHOICES,
     Interpolator,
     PlannedFrame,
     cut_detector,
@@ -33,6 +32,7 @@ from ..engine import (
     retime_plan,
     retime_positions,
 )
+from ..engine.devices import check_precision
 from ..engine.memory import check_correlation
 from ..engine.padding import alignment_for
 from ..errors import InputError
@@ -153,8 +153,7 @@ class JobSettings:
             _set(self, "checkpoint", Path(self.checkpoint))
         if not isinstance(self.device, str) or self.device.split(":")[0] not in DEVICE_CHOICES:
             raise InputError(f"device must be one of {', '.join(DEVICE_CHOICES)}, not {self.device!r}")
-        if self.precision not in PRECISION_CHOICES:
-            raise InputError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, not {self.precision!r}")
+        check_precision(self.precision)
         check_correlation(self.correlation)
         alignment_for(self.scale)
 
