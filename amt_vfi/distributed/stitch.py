@@ -21,7 +21,7 @@ from ..media import OUTPUT_PATTERN, OutputWriteError
 from ..media.atomic import atomic_output
 from ..media.errors import translate_errors
 from ..media.tracks import TrackCarrier, packet_time
-from ..media.video import CONTAINER_FORMATS
+from ..media.video import CONTAINER_FORMATS, is_untimed
 
 
 class Part(NamedTuple):
@@ -38,12 +38,12 @@ def _frames(timestamp: int, time_base: Fraction, fps: Fraction) -> int:
 
 
 def _video_packets(path: Path, fps: Fraction) -> Iterator[tuple[av.Packet, int]]:
-    """A chunk's video packets, each with the number of its frame in the chunk. AVI keeps no presentation
-    times (the demuxer makes them up) but holds no reordered frames either (see VideoSink): frames are
-    numbered in file order there."""
+    """A chunk's video packets, each with the number of its frame in the chunk. A container without
+    presentation times (AVI) holds no reordered frames either (see VideoSink): frames are numbered in
+    file order there."""
     with av.open(str(path)) as chunk:
         packets = (packet for packet in chunk.demux(chunk.streams.video[0]) if packet.size)
-        if "avi" in chunk.format.name.split(","):
+        if is_untimed(chunk.format.name):
             yield from ((packet, number) for number, packet in enumerate(packets))
         else:
             yield from ((packet, _frames(packet.pts, packet.time_base, fps)) for packet in packets)

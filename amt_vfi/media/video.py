@@ -47,9 +47,16 @@ DEFAULT_CODEC = "libx264"
 VFR_SAMPLE = 50
 REORDER_MARGIN = 16
 
-# Demuxers whose packet pts do not follow display order with B-frames (AVI stores none): frames_from
-# decodes from the start and counts frames there.
-_COUNT_ONLY_FORMATS = frozenset({"avi"})
+# Containers that store no presentation times (AVI): their demuxers make pts up, which do not follow
+# display order with B-frames. Reading counts frames from the start there; writing uses no B-frames.
+_UNTIMED_FORMATS = frozenset({"avi"})
+
+
+def is_untimed(format_name: str) -> bool:
+    """Whether a container format (FFmpeg's name, possibly a comma-separated list) stores no presentation
+    times, so that its frames are numbered in file order."""
+    return bool(_UNTIMED_FORMATS.intersection(format_name.split(",")))
+
 
 CONTAINER_FORMATS = {
     ".mp4": "mp4",
@@ -310,7 +317,7 @@ class VideoSource(FrameSource):
         if start_index == 0:
             return container.decode(stream)
         stamps = None
-        if not _COUNT_ONLY_FORMATS.intersection(container.format.name.split(",")):
+        if not is_untimed(container.format.name):
             with _open_input(self.path) as scan:
                 stamps = _scan_packets(scan, _video_stream(scan, self.path), start_index + 1).stamps
         if stamps is None:
@@ -457,7 +464,7 @@ class VideoSink(FrameSink):
         stream.codec_context.options = options
         if codec == "libx265" and self._format in ("mp4", "mov"):
             stream.codec_context.codec_tag = "hvc1"  # the tag Apple players require for HEVC
-        if self._format == "avi":  # AVI stores no presentation times: B-frames would be shown out of order
+        if is_untimed(self._format):  # B-frames would be shown out of order
             stream.codec_context.max_b_frames = 0
         return stream
 
