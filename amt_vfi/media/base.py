@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from types import TracebackType
 import av
 import numpy as np
 
+from ..engine.plan import exact_rate
 from . import atomic
 from .errors import MediaError
 
@@ -29,7 +29,7 @@ def dtype_for(bit_depth: int) -> type[np.unsignedinteger]:
 
 def as_rate(fps: Fraction | int | float) -> Fraction:
     """A positive frame rate as a Fraction; floats such as 29.97 become 2997/100."""
-    rate = Fraction(fps if isinstance(fps, numbers.Rational) else str(fps)).limit_denominator(1_000_000)
+    rate = exact_rate(fps).limit_denominator(1_000_000)
     if rate <= 0:
         raise ValueError(f"fps must be positive, not {fps}")
     return rate
