@@ -205,13 +205,13 @@ def test_every_input_of_every_node_has_a_tooltip(pack: types.ModuleType) -> None
 
 def test_checkpoint_combo_lists_other_amt_files(nodes, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "amt").mkdir()
-    for name in ("my-finetune.safetensors", "amt/older.pth", "notes.txt", ".amt-s.pth.x.partial"):
+    for name in ("my-finetune.safetensors", "amt/older.pth", "notes.txt", ".amt-s.pth.partial-0a1b2c3d"):
         (tmp_path / name).write_bytes(b"")
     monkeypatch.setenv("AMT_VFI_MODELS", str(tmp_path))
     names = nodes.NODE_CLASS_MAPPINGS["AMT VFI"].INPUT_TYPES()["required"]["ckpt_name"][0]
     assert names[:4] == OFFICIAL
     assert {"my-finetune.safetensors", "older.pth"} <= set(names[4:])
-    assert not {"notes.txt", ".amt-s.pth.x.partial"} & set(names)
+    assert not {"notes.txt", ".amt-s.pth.partial-0a1b2c3d"} & set(names)
 
 
 # -- the seed's frames ------------------------------------------------------------------------------
@@ -644,7 +644,7 @@ def test_offline_download_failure_says_where_to_put_the_file(pack, errors, fake_
         vfi(pack.amt_vfi.comfy.nodes, numbered_frames(2), ckpt="amt-g.pth")
     message = str(caught.value)
     assert "huggingface.co/lalala125/AMT/resolve/main/amt-g.pth" in message and str(folder) in message
-    assert not [p for p in folder.iterdir() if p.name.endswith(".partial")]  # no half-written file left
+    assert not [p for p in folder.iterdir() if ".partial-" in p.name]  # no half-written file left
 
 
 def test_a_gpu_run_asks_comfyui_to_make_room_first(nodes, blend, fake_comfy) -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..temp_files import new_sibling
 from .errors import OutputExistsError, OutputWriteError, translate_errors
 
 
@@ -32,26 +32,12 @@ def check_destination(path: Path, overwrite: bool) -> None:
         raise OutputExistsError(f"Output {path} already exists; use --overwrite to replace it")
 
 
-def _sibling(path: Path, tag: str, *, directory: bool) -> Path:
-    """Create a new, uniquely named hidden file or folder next to ``path``."""
-    while True:
-        candidate = path.with_name(f".{path.name}.{tag}-{secrets.token_hex(4)}")
-        try:
-            if directory:
-                candidate.mkdir()
-            else:
-                os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-        except FileExistsError:
-            continue
-        return candidate
-
-
 def make_temp(path: Path, *, directory: bool) -> Path:
     """Create the temp that stands in for ``path`` (a folder or a file) until :func:`commit`."""
     message = f"Cannot create a temporary output next to {path}; check permissions"
     with translate_errors(OutputWriteError, message):
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _sibling(path, "partial", directory=directory)
+        return new_sibling(path, "partial", directory=directory)
 
 
 def discard(temp: Path) -> None:
@@ -100,7 +86,7 @@ def commit(temp: Path, path: Path, *, overwrite: bool) -> None:
         if not os.path.lexists(path) or same_kind:
             os.replace(temp, path)
             return
-        aside = _sibling(path, "old", directory=True)
+        aside = new_sibling(path, "old", directory=True)
         os.rename(path, aside / path.name)
         try:
             os.rename(temp, path)
