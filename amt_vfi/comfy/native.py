@@ -11,8 +11,9 @@ RIFE and FILM. `FrameInterpolate` receives a ModelPatcher, loads it with `load_m
   returning T x C x H x W; else `forward(img0, img1, timestep=T x 1 x H x W, cache=...)` on the pair
   expanded to T rows, in chunks that shrink on out-of-memory.
 
-`AMTFrameInterpolationModel` implements that contract on top of `AMT.encode` / `AMT.decode`: the pair
-is encoded once (both encoders and the correlation) and decoded for every time step. AMT normalises a
+`AMTFrameInterpolationModel` implements that contract on the engine the AMT VFI node and the CLI use
+(`Interpolator.interpolate_pair`): the pair is encoded once (both encoders and the correlation) and
+decoded for every time step, with the engine's checks and out-of-memory fallbacks. AMT normalises a
 pair by the joint mean of both frames, so nothing per frame can be precomputed: `extract_features`
 returns the frame itself. `pad_align` is 1 because the adapter pads itself, the seed node's way (edge
 replication, centred) and to the network's minimum size, so core's node gives the same frames as
@@ -29,16 +30,14 @@ import torch
 from torch import nn
 
 from ..checkpoints import load_model
-from ..engine.devices import PRECISION_CHOICES, resolve_precision
-from ..engine.interpolator import decode_in_batches
-from ..engine.memory import check_correlation, correlation_budget, default_budget, with_memory_fallback
-from ..engine.padding import alignment_for, padding_for
+from ..engine.devices import PRECISION_CHOICES, PRECISIONS, resolve_precision
+from ..engine.interpolator import Interpolator
+from ..engine.memory import check_correlation
+from ..engine.padding import alignment_for
 from ..errors import InputError
 from ..network import AMT
 from . import host, models
 from .inputs import correlation_input, scale_factor_input
-
-_PAIR_CACHE_KEY = "amt_pair_features"
 
 
 def _row_times(timestep: object, rows: int) -> list[float]:
@@ -56,19 +55,23 @@ def _rows_identical(x: torch.Tensor) -> bool:
     return x.shape[0] == 1 or x.stride(0) == 0 or bool(torch.equal(x[:1].expand_as(x), x))
 
 
+def _precision_name(dtype: torch.dtype) -> str:
+    return next(name for name, value in PRECISIONS.items() if value == dtype)
+
+
 class AMTFrameInterpolationModel(nn.Module):
     """AMT as the FRAME_INTERPOLATION_MODEL core's FrameInterpolate drives (see the module docstring)."""
 
     pad_align = 1  # padding happens inside, as the seed node pads
 
-    def __init__(self, amt: AMT, correlation: str = "auto", scale_factor: float = 1.0, max_batch: int = 8) -> None:
+    def __init__(self, amt: AMT, correlation: str = "auto", scale_factor: float = 1.0) -> None:
         super().__init__()
         check_correlation(correlation)
         alignment_for(scale_factor)
         self.amt = amt
         self.correlation = correlation
         self.scale_factor = float(scale_factor)
-        self.max_batch = max(1, int(max_batch))
+        self._engine: Interpolator | None = None
 
     def get_dtype(self) -> torch.dtype:
         return self.amt.comb_block[0].weight.dtype
@@ -81,14 +84,14 @@ class AMTFrameInterpolationModel(nn.Module):
         self, img0: torch.Tensor, img1: torch.Tensor, timestep: object = 0.5, cache: dict | None = None
     ) -> torch.Tensor:
         """Rows of (img0, img1, time) -> B x C x H x W. Rows of one pair (core expands the pair) share
-        one encoding, kept in `cache` across calls for the same pair."""
+        one encoding."""
         rows = img0.shape[0]
         times = _row_times(timestep, rows)
         if len(times) != rows:
             raise ValueError(f"{len(times)} time steps for {rows} frame pairs")
         if _rows_identical(img0) and _rows_identical(img1):
-            return self._frames_at(img0[:1], img1[:1], times, cache)
-        return torch.cat([self._frames_at(img0[i : i + 1], img1[i : i + 1], [times[i]], None) for i in range(rows)])
+            return self._frames_at(img0[:1], img1[:1], times)
+        return torch.cat([self._frames_at(img0[i : i + 1], img1[i : i + 1], [times[i]]) for i in range(rows)])
 
     def forward_multi_timestep(
         self, img0: torch.Tensor, img1: torch.Tensor, timesteps: Sequence[float], cache: dict | None = None
@@ -96,13 +99,23 @@ class AMTFrameInterpolationModel(nn.Module):
         """All `timesteps` between one pair (1 x C x H x W each) -> T x C x H x W, encoding the pair once.
         With several pairs, the result is pair-major (all times of pair 0 first)."""
         times = [float(t) for t in timesteps]
-        if img0.shape[0] == 1:
-            return self._frames_at(img0, img1, times, None)
-        return torch.cat([self._frames_at(img0[i : i + 1], img1[i : i + 1], times, None) for i in range(img0.shape[0])])
+        return torch.cat([self._frames_at(img0[i : i + 1], img1[i : i + 1], times) for i in range(img0.shape[0])])
 
-    # -- work -----------------------------------------------------------------------------------------
+    def _interpolator(self, device: torch.device) -> Interpolator:
+        """The engine on the frames' device (where ComfyUI loaded the model); it keeps what it learns,
+        such as a smaller time-step batch after running out of memory."""
+        if self._engine is None or self._engine.device != device:
+            self._engine = Interpolator(
+                self.amt,
+                device=device,
+                precision=_precision_name(self.get_dtype()),
+                correlation=self.correlation,
+                scale_factor=self.scale_factor,
+                between_batches=host.throw_if_interrupted,
+            )
+        return self._engine
 
-    def _frames_at(self, img0: torch.Tensor, img1: torch.Tensor, times: list[float], cache: dict | None):
+    def _frames_at(self, img0: torch.Tensor, img1: torch.Tensor, times: list[float]) -> torch.Tensor:
         if img0.dim() != 4 or img0.shape[1] < 3 or img0.shape != img1.shape:
             raise InputError(
                 "expected two 1 x C x H x W frames (C >= 3) of one size, "
@@ -120,75 +133,12 @@ class AMTFrameInterpolationModel(nn.Module):
                 out[i] = img1[0]
         if inside:
             inside_times = [times[i] for i in inside]
-            out[inside, :3] = self._interpolate(img0, img1, inside_times, cache)
+            engine = self._interpolator(img0.device)
+            frames = engine.interpolate_pair(img0[0].movedim(0, -1), img1[0].movedim(0, -1), inside_times)
+            out[inside, :3] = frames.movedim(-1, 1).to(img0.device)
             if channels > 3:  # alpha and other extra channels: blended linearly
                 weights = torch.tensor(inside_times, dtype=torch.float32, device=img0.device).view(-1, 1, 1, 1)
                 out[inside, 3:] = (1 - weights) * img0[:, 3:].float() + weights * img1[:, 3:].float()
-        return out
-
-    def _cached_features(self, cache: dict | None, img0: torch.Tensor, img1: torch.Tensor, mode: str):
-        if cache is None:
-            return None
-        entry = cache.get(_PAIR_CACHE_KEY)
-        if entry is None:
-            return None
-        ref0, ref1, versions, entry_mode, features = entry
-        same = all(
-            a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride() and a.device == b.device
-            for a, b in ((ref0, img0), (ref1, img1))
-        )
-        if same and versions == (img0._version, img1._version) and entry_mode == mode:
-            return features
-        return None
-
-    def _interpolate(self, img0: torch.Tensor, img1: torch.Tensor, times: list[float], cache: dict | None):
-        """RGB frames at `times` strictly inside (0, 1): T x 3 x H x W float32 on the frames' device."""
-        height, width = img0.shape[-2:]
-        device = img0.device
-        padding = padding_for(height, width, self.scale_factor)
-        x0 = padding.apply(img0[:, :3].float())
-        x1 = padding.apply(img1[:, :3].float())
-        if not (torch.isfinite(x0).all() and torch.isfinite(x1).all()):
-            raise InputError("a frame contains NaN or infinite pixel values; clean the frames before interpolating")
-        self.amt.set_mps_safe_warp(device.type == "mps")
-        batch = min(self.max_batch, len(times))
-
-        def forget_features() -> None:
-            if cache is not None:
-                cache.pop(_PAIR_CACHE_KEY, None)
-
-        frames, fitted = with_memory_fallback(
-            lambda mode, size: self._encode_decode(img0, img1, x0, x1, times, padding, mode, size, cache),
-            mode=self.correlation,
-            batch=batch,
-            device=device,
-            advice=f"for {width}x{height} frames load the model with scale_factor 0.5 (or 0.25) or fp16 precision",
-            on_retry=forget_features,
-        )
-        if fitted < batch:
-            self.max_batch = fitted
-        return frames
-
-    def _encode_decode(self, img0, img1, x0, x1, times, padding, mode, batch, cache):
-        device = x0.device
-        with torch.inference_mode():
-            features = self._cached_features(cache, img0, img1, mode)
-            if features is None:
-                features = self.amt.encode(
-                    x0,
-                    x1,
-                    self.scale_factor,
-                    correlation=mode,
-                    correlation_budget_bytes=correlation_budget(default_budget(device)),
-                    time_steps=len(times),
-                )
-                if cache is not None:
-                    cache[_PAIR_CACHE_KEY] = (img0, img1, (img0._version, img1._version), mode, features)
-            height, width = img0.shape[-2:]
-            out = torch.empty((len(times), 3, height, width), dtype=torch.float32, device=device)
-            batches = decode_in_batches(self.amt.decode, features, times, batch, padding, host.throw_if_interrupted)
-            for start, frames in batches:
-                out[start : start + frames.shape[0]] = frames
         return out
 
 
