@@ -401,11 +401,11 @@ def test_pixel_values_of_0_to_255_are_refused(nodes, errors) -> None:
     ("multiplier", "message"),
     [
         ("2", "text"),
-        (2.5, "not a whole number"),
+        (2.5, "multiplier must be a whole number, got 2.5; convert float schedules"),
         (True, "whole number"),
         (0, "at least 1"),
         ([2, -1], "entry 1 is -1"),
-        ([2, 2.5], "entry 1 is 2.5"),
+        ([2, 2.5], "entry 1 must be a whole number, got 2.5"),
         ([0, 0, 0], "every multiplier in the schedule is 0"),
         (object(), "whole number or a list"),
         (["a"], "entry 0"),
@@ -431,7 +431,7 @@ def test_multiplier_accepts_numpy_tensor_tuple_and_whole_float(nodes, blend) -> 
         ({"correlation": "sparse"}, "correlation must be one of"),
         ({"scale_factor": 0.3}, "Allowed scale_factor values"),
         ({"clear": 0}, "clear_cache_after_n_frames must be at least 1"),
-        ({"clear": 1.5}, "clear_cache_after_n_frames is 1.5, not a whole number; use e.g. 1 or 10"),
+        ({"clear": 1.5}, "clear_cache_after_n_frames must be a whole number, got 1.5; use e.g. 1 or 10"),
     ],
 )
 def test_bad_options_are_clear_errors(nodes, errors, blend, options: dict, message: str) -> None:

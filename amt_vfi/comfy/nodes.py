@@ -16,7 +16,7 @@ from ..engine import Interpolator, PlannedFrame, frames_in_order, multiplier_pla
 from ..engine.devices import PRECISION_CHOICES
 from ..engine.interpolator import MOST_PIXEL_VALUE, looks_channels_first
 from ..engine.padding import alignment_for
-from ..engine.plan import SkipPredicate, plan_groups
+from ..engine.plan import SkipPredicate, plan_groups, whole_number
 from ..errors import InputError
 from . import host, models
 from .inputs import SCALE_FACTORS_HINT, correlation_input, scale_factor_input
@@ -106,21 +106,7 @@ def skip_function(states: object) -> SkipPredicate | None:
 
 # -- multiplier and schedules ----------------------------------------------------------------------
 
-
-def _whole_number(value: object, what: str, fix: str = "convert float schedules with a 'VFI FloatToInt' node") -> int:
-    """`value` (an int, a whole float or a one-element tensor) as an int; `fix` says what to do otherwise."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool):
-        raise InputError(f"{what} must be a whole number, got {value!r}")
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        number = float(value)
-        if math.isfinite(number) and number.is_integer():
-            return int(number)
-        raise InputError(f"{what} is {value!r}, not a whole number; {fix}")
-    raise InputError(f"{what} must be a whole number, got {type(value).__name__} {value!r}")
+_SCHEDULE_ADVICE = "convert float schedules with a 'VFI FloatToInt' node"
 
 
 def parse_multiplier(value: object) -> int | list[int]:
@@ -137,12 +123,14 @@ def parse_multiplier(value: object) -> int | list[int]:
     elif hasattr(value, "tolist") and not isinstance(value, (numbers.Number, list, tuple)):
         value = value.tolist()  # numpy arrays and scalars
     if isinstance(value, (numbers.Number, bool)):
-        return _whole_number(value, "multiplier")
+        return whole_number(value, "multiplier", _SCHEDULE_ADVICE)
     if not isinstance(value, Iterable):
         raise InputError(
             f"multiplier must be a whole number or a list of them (a schedule), got {type(value).__name__}"
         )
-    schedule = [_whole_number(entry, f"multiplier schedule entry {i}") for i, entry in enumerate(value)]
+    schedule = [
+        whole_number(entry, f"multiplier schedule entry {i}", _SCHEDULE_ADVICE) for i, entry in enumerate(value)
+    ]
     for i, entry in enumerate(schedule):
         if entry < 0:
             raise InputError(
@@ -216,7 +204,7 @@ def interpolate_frames(
     """What "AMT VFI" computes: the seed node's frames, order and count (see AMT-SPEC 6.4-6.6)."""
     frames = check_frames(frames)
     plan = build_plan(frames.shape[0], parse_multiplier(multiplier), skip_function(interpolation_states))
-    clear_every = _whole_number(clear_cache_after_n_frames, "clear_cache_after_n_frames", "use e.g. 1 or 10")
+    clear_every = whole_number(clear_cache_after_n_frames, "clear_cache_after_n_frames", "use e.g. 1 or 10")
     if clear_every < 1:
         raise InputError(f"clear_cache_after_n_frames must be at least 1, got {clear_every}")
     try:

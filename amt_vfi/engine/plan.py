@@ -37,15 +37,15 @@ def _check_frame_count(frame_count: int) -> None:
         raise InputError(f"interpolation needs at least 2 frames, got {frame_count}")
 
 
-def _whole(value: object, what: str) -> int:
+def whole_number(value: object, what: str, advice: str = "") -> int:
     """`value` as an int when it is a whole number (2, 2.0, a NumPy or one-element torch number), else a
-    clear error naming `what`."""
+    clear error naming `what`, followed by `advice` (what to do instead) when given."""
     try:
         number = float(value) if not isinstance(value, (bool, np.bool_, str, bytes)) else math.nan
     except (TypeError, ValueError, RuntimeError, OverflowError):  # RuntimeError: a tensor of several numbers
         number = math.nan
     if not number.is_integer():
-        raise InputError(f"{what} must be a whole number, got {value!r}")
+        raise InputError(f"{what} must be a whole number, got {value!r}" + (f"; {advice}" if advice else ""))
     return int(number)
 
 
@@ -60,7 +60,7 @@ def multiplier_plan(frame_count: int, multiplier: int, skip: SkipPredicate | Non
     """Every pair gets `multiplier - 1` frames at times j / multiplier, unless `skip(pair)`; the last
     input frame closes the sequence (the seed node's order)."""
     _check_frame_count(frame_count)
-    multiplier = _whole(multiplier, "multiplier")
+    multiplier = whole_number(multiplier, "multiplier")
     if multiplier < 1:
         raise InputError(f"multiplier must be at least 1, got {multiplier}")
     plan = [item for pair in range(frame_count - 1) for item in _pair_frames(pair, multiplier, skip)]
@@ -80,7 +80,7 @@ def schedule_plan(
     _check_frame_count(frame_count)
     pairs = frame_count - 1
     values = [*multipliers[:pairs], *[2] * max(0, pairs - len(multipliers))]
-    values = [_whole(value, f"multiplier schedule entry {pair}") for pair, value in enumerate(values)]
+    values = [whole_number(value, f"multiplier schedule entry {pair}") for pair, value in enumerate(values)]
     for pair, value in enumerate(values):
         if value < 0:
             raise InputError(f"multiplier schedule entry {pair} is {value}: entries must be 0 or more")
