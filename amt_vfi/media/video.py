@@ -226,6 +226,13 @@ def _check_complete(path: Path, listed: ListedExtent, found: int, reached: Fract
         )
 
 
+def _counted(path: Path, listed: ListedExtent, scan: _PacketScan, time_base: Fraction | None) -> ListedExtent:
+    """Check a pass over all the packets against the header, and keep its count where the header has
+    none: decoding must then find every one of those frames."""
+    _check_complete(path, listed, scan.count, _seconds(scan.last_stop, time_base))
+    return listed if listed.frames else dataclasses.replace(listed, packets=scan.count)
+
+
 def _rotation(frame: av.VideoFrame, tag: str | None) -> int:
     """Counter-clockwise display rotation in 0..359 from the display matrix, else the ``rotate`` tag."""
     degrees = getattr(frame, "rotation", 0) or tag or 0
@@ -248,9 +255,7 @@ def probe_video(path: Path, fps: Fraction | None = None) -> tuple[SourceInfo, Co
         whole_file = scanned.stamps is not None and scanned.count < VFR_SAMPLE + REORDER_MARGIN
         listed = _listed_extent(stream, rate)
         if whole_file:
-            _check_complete(path, listed, scanned.count, _seconds(scanned.last_stop, stream.time_base))
-            if not stream.frames:  # counted here: decoding must find them all
-                listed = dataclasses.replace(listed, packets=scanned.count)
+            listed = _counted(path, listed, scanned, stream.time_base)
         frame_count = stream.frames or (scanned.count if whole_file else None)
         has_audio = bool(container.streams.audio)
         rotate_tag = stream.metadata.get("rotate")
@@ -293,8 +298,7 @@ class VideoSource(FrameSource):
             stream = _video_stream(container, self.path)
             with translate_errors(UnreadableInputError, f"Cannot read the packets of {self.path}"):
                 scan = _scan_packets(container, stream, keep_stamps=False)
-            _check_complete(self.path, self._listed, scan.count, _seconds(scan.last_stop, stream.time_base))
-        self._listed = dataclasses.replace(self._listed, packets=scan.count)  # decoding must find them all
+            self._listed = _counted(self.path, self._listed, scan, stream.time_base)
         return scan.count
 
     def _iter_from(self, start_index: int) -> Iterator[np.ndarray]:
