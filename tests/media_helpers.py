@@ -29,6 +29,20 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+def write_dpx(path: Path, pixels: np.ndarray, pixel_format: str) -> None:
+    """A DPX file of H x W x 3 `pixels` (uint8, or uint16 scaled to 0..65535) stored as `pixel_format`."""
+    picture = av.VideoFrame.from_ndarray(pixels, format="rgb48le" if pixels.dtype == np.uint16 else "rgb24")
+    encoder = av.CodecContext.create("dpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = picture.width, picture.height, pixel_format
+    path.write_bytes(b"".join(bytes(packet) for packet in encoder.encode(picture) + encoder.encode(None)))
+
+
+def stored_format(path: Path) -> str:
+    """The pixel format an image file holds, as FFmpeg decodes it."""
+    with av.open(str(path)) as container:
+        return next(container.decode(video=0)).format.name
+
+
 def _mux_sine(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float) -> None:
     samples = np.sin(2 * np.pi * 440 * np.arange(round(AUDIO_RATE * seconds)) / AUDIO_RATE).astype(np.float32)
     size = stream.codec_context.frame_size or 1024

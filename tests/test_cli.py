@@ -12,12 +12,22 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from media_helpers import add_subtitles, make_clip, pattern, psnr, stream_summary, subtitle_cues
+from media_helpers import (
+    add_subtitles,
+    make_clip,
+    pattern,
+    psnr,
+    stored_format,
+    stream_summary,
+    subtitle_cues,
+    write_dpx,
+)
 from PIL import Image
 
 from amt_vfi.checkpoints import store
 from amt_vfi.cli import main
 from amt_vfi.engine import DEFAULT_DUPLICATE_THRESHOLD
+from amt_vfi.media.images import read_image
 
 
 def _decode(path: Path) -> tuple[list[np.ndarray], list[int], Fraction]:
@@ -94,6 +104,20 @@ def test_sixteen_bit_pngs_stay_sixteen_bit(tmp_path: Path) -> None:
     assert main([str(source), "-o", str(out), "-q"]) == 0
     with av.open(str(sorted(out.iterdir())[0])) as container:
         assert next(container.decode(video=0)).format.name.startswith(("rgb48", "gray16"))
+
+
+def test_ten_bit_dpx_plates_come_out_as_ten_bit_dpx(tmp_path: Path) -> None:
+    source = tmp_path / "plates"
+    source.mkdir()
+    for index in range(3):
+        write_dpx(source / f"shot.{1001 + index}.dpx", pattern(index, 96, 64).astype(np.uint16) * 257, "gbrp10le")
+    out = tmp_path / "out"
+    assert main([str(source), "-o", str(out), "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"frame_00000{i}.dpx" for i in range(5)]
+    assert {stored_format(p) for p in out.iterdir()} == {"gbrp10le"}
+    assert np.array_equal(read_image(out / "frame_000004.dpx"), read_image(source / "shot.1003.dpx"))
+    middle = read_image(out / "frame_000001.dpx")
+    assert middle.dtype == np.uint16 and not np.array_equal(middle, read_image(source / "shot.1001.dpx"))
 
 
 def test_no_blending_across_a_hard_cut(tmp_path: Path) -> None:

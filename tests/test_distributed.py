@@ -22,13 +22,22 @@ import pytest
 import ray
 import torch
 from distributed_helpers import decode, kill_ray_workers, read_folder, scene_frame, write_folder
-from media_helpers import add_subtitles, add_ttml, chapters_of, make_clip, stream_summary, subtitle_cues
+from media_helpers import (
+    add_subtitles,
+    add_ttml,
+    chapters_of,
+    make_clip,
+    stream_summary,
+    subtitle_cues,
+    write_dpx,
+)
 
 from amt_vfi.cli import main
 from amt_vfi.distributed import choose_boundaries, expand_batch, interpolate_distributed, is_batch, make_chunks
 from amt_vfi.distributed.manifest import settings_key
 from amt_vfi.engine import multiplier_plan, retime_plan
 from amt_vfi.errors import AmtVfiError
+from amt_vfi.media.images import read_image
 from amt_vfi.pipeline import JobSettings, Timing
 
 CUTS = (20, 40)
@@ -161,6 +170,20 @@ def test_chunks_at_scene_cuts_equal_the_single_process_output(
     assert list(written) == list(reference)
     assert all(np.array_equal(written[name], reference[name]) for name in reference)
     assert _leftovers(tmp_path) == []
+
+
+def test_dpx_chunks_join_into_the_single_process_dpx_output(local_ray, one_thread, tmp_path: Path) -> None:
+    plates = tmp_path / "plates"
+    plates.mkdir()
+    for index in range(8):
+        write_dpx(plates / f"{index}.dpx", scene_frame(index, (), *SIZE).astype(np.uint16) * 257, "gbrp10le")
+    single, chunked = tmp_path / "single", tmp_path / "chunked"
+    assert main([str(plates), "-o", str(single), "-q"]) == 0
+    assert main([str(plates), "-o", str(chunked), "--ray", "--workers", "2", "--chunk-frames", "4", "-q"]) == 0
+    names = sorted(p.name for p in single.iterdir())
+    assert len(names) == 15 and all(name.endswith(".dpx") for name in names)
+    assert sorted(p.name for p in chunked.iterdir()) == names
+    assert all(np.array_equal(read_image(chunked / name), read_image(single / name)) for name in names)
 
 
 def test_a_killed_worker_is_restarted_and_its_chunk_redone(

@@ -17,9 +17,11 @@ from media_helpers import (
     make_clip,
     pattern,
     psnr,
+    stored_format,
     stream_summary,
     subtitle_codecs,
     subtitle_cues,
+    write_dpx,
 )
 from PIL import Image, ImageOps, PngImagePlugin
 
@@ -30,6 +32,7 @@ from amt_vfi.media import (
     MediaError,
     NotEnoughFramesError,
     OutputExistsError,
+    PictureFormat,
     UnreadableInputError,
     UnsupportedOutputError,
     open_sink,
@@ -387,6 +390,59 @@ def test_16_bit_png_round_trip_is_exact(tmp_path: Path) -> None:
     with open_source(out) as source:
         assert source.info.bit_depth == 16 and (source.info.width, source.info.height) == (17, 31)
         assert all(np.array_equal(a, b) for a, b in zip(source.frames(), frames, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("stored", "bits", "written"),
+    [
+        ("gbrp10le", 10, "gbrp10le"),  # film scans: 10-bit, little-endian ("XPDS")
+        ("gbrp10be", 10, "gbrp10le"),  # big-endian ("SDPX") headers are read too
+        ("rgb48be", 16, "rgb48le"),
+        ("rgb24", 8, "rgb24"),
+    ],
+)
+def test_dpx_sequences_are_read_at_full_depth_and_written_as_dpx(
+    tmp_path: Path, stored: str, bits: int, written: str
+) -> None:
+    folder = tmp_path / "plates"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    top = (1 << bits) - 1
+    codes = [rng.integers(0, top + 1, (9, 17, 3)) for _ in range(2)]  # 17 wide, 9 high
+    for index, values in enumerate(codes):
+        scaled = values * 65535 // top if bits > 8 else values
+        write_dpx(folder / f"shot.{1001 + index}.dpx", scaled.astype(np.uint16 if bits > 8 else np.uint8), stored)
+    assert (folder / "shot.1001.dpx").read_bytes()[:4] == (b"SDPX" if stored.endswith("be") else b"XPDS")
+    assert image_size(folder / "shot.1001.dpx") == (17, 9)
+    with open_source(folder) as source:
+        assert (source.info.width, source.info.height, source.info.bit_depth) == (17, 9, 16 if bits > 8 else 8)
+        assert source.info.picture_format == PictureFormat("dpx", written, ".dpx")
+        frames = list(source.frames())
+    for frame, values in zip(frames, codes, strict=True):
+        assert np.array_equal(frame >> (16 - bits) if bits > 8 else frame, values)  # every code value kept
+    out = tmp_path / "out"
+    sink = open_sink(
+        out,
+        fps=Fraction(24),
+        width=17,
+        height=9,
+        bit_depth=source.info.bit_depth,
+        picture_format=source.info.picture_format,
+    )
+    write_all(sink, frames)
+    assert sorted(p.name for p in out.iterdir()) == ["frame_000000.dpx", "frame_000001.dpx"]
+    assert stored_format(out / "frame_000000.dpx") == written
+    assert all(np.array_equal(read_image(out / f"frame_00000{i}.dpx"), frames[i]) for i in range(2))
+
+
+def test_a_dpx_file_cut_short_is_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "plates"
+    folder.mkdir()
+    for index in range(2):
+        write_dpx(folder / f"{index}.dpx", pattern(index, 16, 8), "rgb24")
+    (folder / "1.dpx").write_bytes((folder / "1.dpx").read_bytes()[:500])
+    with pytest.raises(UnreadableInputError, match=r"Cannot read image .*1\.dpx"):
+        ImageFolderSource(folder)
 
 
 def test_16_bit_grey_png_is_read_as_uint16(tmp_path: Path) -> None:

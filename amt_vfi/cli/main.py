@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   amt-vfi clip.mp4 -o clip_2x.mp4                   double the frame rate (24 -> 48 fps)
   amt-vfi clip.mp4 -o clip_60.mp4 --fps 60          any target rate, each frame at its exact time
   amt-vfi frames/ -o smooth/ --multiplier 4         a folder of images in, numbered PNGs out
+  amt-vfi plates/ -o smooth/                        DPX sequences stay DPX, at their bit depth
   amt-vfi render.mov -o out.mp4 --model amt-l --device cuda --precision fp16
   amt-vfi uhd.mp4 -o uhd_2x.mp4 --scale 0.5         4K: the network works at half resolution
   amt-vfi --demo -o demo_2x.mp4                     try it on the clip that ships with amt-vfi

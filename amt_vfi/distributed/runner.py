@@ -324,7 +324,7 @@ class _Run:
                 tracks = report.input if info.is_video else None
                 stitch_video(parts, report.output, fps=report.output_fps, tracks_from=tracks, overwrite=self.overwrite)
             else:
-                assemble_folder(parts, report.output, overwrite=self.overwrite)
+                assemble_folder(parts, report.output, overwrite=self.overwrite, suffix=info.picture_format.suffix)
         except AmtVfiError as error:
             self.fail(clip, str(error))
             return

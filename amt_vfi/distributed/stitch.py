@@ -108,13 +108,13 @@ def _link(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def assemble_folder(parts: Sequence[Part], output: Path, *, overwrite: bool) -> None:
-    """Join image chunks, in order, into the folder `output`."""
+def assemble_folder(parts: Sequence[Part], output: Path, *, overwrite: bool, suffix: str = ".png") -> None:
+    """Join image chunks (their pictures' file suffix `suffix`), in order, into the folder `output`."""
     with (
         atomic_output(output, overwrite=overwrite, directory=True) as temp,
         translate_errors(OutputWriteError, f"Cannot gather the chunks of {output}"),
     ):
         for part in parts:
             for index in range(part.frames):
-                name = OUTPUT_PATTERN.format(index)
-                _link(part.path / name, temp / OUTPUT_PATTERN.format(part.first_output + index))
+                name = OUTPUT_PATTERN.format(index) + suffix
+                _link(part.path / name, temp / (OUTPUT_PATTERN.format(part.first_output + index) + suffix))

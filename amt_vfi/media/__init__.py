@@ -1,7 +1,7 @@
 """Reading and writing frames: video files (PyAV) and folders of images (Pillow/PyAV), torch-free.
 
 ``open_source`` streams RGB frames from a video or an image folder; ``open_sink`` writes them to a video
-or a folder of PNGs. Sinks build their output in a hidden temp (``.NAME.partial-XXXXXXXX``) next to the
+or a folder of PNGs (or DPX files). Sinks build their output in a hidden temp (``.NAME.partial-XXXXXXXX``) next to the
 destination and rename it into place only when the ``with`` block ends without an exception, so an
 existing output is never touched unless ``overwrite`` is set and the new one is complete.
 """
@@ -12,7 +12,7 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
-from .base import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FrameSink, FrameSource, SourceInfo, as_rate
+from .base import IMAGE_EXTENSIONS, PNG, VIDEO_EXTENSIONS, FrameSink, FrameSource, PictureFormat, SourceInfo, as_rate
 from .errors import (
     InconsistentFramesError,
     InputNotFoundError,
@@ -41,6 +41,7 @@ __all__ = [
     "NotEnoughFramesError",
     "OutputExistsError",
     "OutputWriteError",
+    "PictureFormat",
     "SourceInfo",
     "UnreadableInputError",
     "UnsupportedOutputError",
@@ -92,13 +93,15 @@ def open_sink(
     codec: str = DEFAULT_CODEC,
     tracks_from: str | Path | None = None,
     metadata_from: str | Path | VideoSource | None = None,
+    picture_format: PictureFormat = PNG,
 ) -> FrameSink:
     """Create the writer for ``path``: a video for video extensions, else a folder of numbered PNGs.
 
     ``tracks_from`` is a video whose audio and subtitle tracks a video output gets. ``metadata_from``
     gives a video output the rotation and colour tags of that video; a folder output, which has nowhere to
     keep a rotation tag, gets its frames turned upright instead. It may be the open :class:`VideoSource`
-    itself, which spares probing the file.
+    itself, which spares probing the file. ``picture_format`` is how a folder output stores its frames
+    (a source's ``info.picture_format`` keeps DPX sequences DPX).
     Raises :class:`OutputExistsError` when ``path`` exists (an empty folder does not count) and
     ``overwrite`` is false.
     """
@@ -106,7 +109,13 @@ def open_sink(
     if not is_video_output(target):
         rotation = display_rotation(metadata_from) if metadata_from is not None else 0
         return ImageFolderSink(
-            target, width=width, height=height, bit_depth=bit_depth, overwrite=overwrite, rotation=rotation
+            target,
+            width=width,
+            height=height,
+            bit_depth=bit_depth,
+            overwrite=overwrite,
+            rotation=rotation,
+            picture_format=picture_format,
         )
     return VideoSink(
         target,

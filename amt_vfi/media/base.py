@@ -17,7 +17,7 @@ from . import atomic
 from .errors import MediaError
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".gif"})
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".dpx"})
 
 
 def dtype_for(bit_depth: int) -> type[np.unsignedinteger]:
@@ -46,6 +46,19 @@ def is_high_bit_depth(pixel_format: av.VideoFormat) -> bool:
 
 
 @dataclass(frozen=True)
+class PictureFormat:
+    """How an image-folder output stores its frames: FFmpeg's image encoder, the pixel format it writes
+    (None: RGB of each frame's bit depth) and the file suffix."""
+
+    codec: str = "png"
+    pixel_format: str | None = None
+    suffix: str = ".png"
+
+
+PNG = PictureFormat()
+
+
+@dataclass(frozen=True)
 class SourceInfo:
     """What a consumer needs to know about an input before decoding it."""
 
@@ -58,6 +71,7 @@ class SourceInfo:
     is_video: bool
     variable_frame_rate: bool
     rotation: int
+    picture_format: PictureFormat = PNG  # of an image-folder output: DPX sequences stay DPX
 
 
 class FrameSource:

@@ -1,16 +1,19 @@
 """Folders of numbered images as frame sources and sinks.
 
-PNG and TIFF are decoded with FFmpeg's image decoders because Pillow reduces 16-bit colour images to
-8 bits; the other formats (JPEG, WebP, BMP) only hold 8-bit data and go through Pillow. Frames are turned
-upright by their EXIF orientation (phone and camera pictures), as image viewers show them. Output frames
-are PNGs named ``frame_000000.png``, ``frame_000001.png``, ... (six digits, zero-based, so the number is
-the frame index; more digits appear past 999999 and natural sorting keeps the order).
+PNG, TIFF and DPX are decoded with FFmpeg's image decoders because Pillow reduces 16-bit colour images
+to 8 bits (and cannot read DPX); the other formats (JPEG, WebP, BMP) only hold 8-bit data and go through
+Pillow. Frames are turned upright by their EXIF orientation (phone and camera pictures), as image viewers
+show them. Output frames are named ``frame_000000.png``, ``frame_000001.png``, ... (six digits,
+zero-based, so the number is the frame index; more digits appear past 999999 and natural sorting keeps
+the order): PNGs, or DPX files of the input's bit depth when the input is a DPX sequence (film scans
+and VFX plates stay in their format).
 """
 
 from __future__ import annotations
 
 import io
 import re
+import struct
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -21,9 +24,11 @@ from PIL import Image
 
 from .base import (
     IMAGE_EXTENSIONS,
+    PNG,
     VIDEO_EXTENSIONS,
     FrameSink,
     FrameSource,
+    PictureFormat,
     SourceInfo,
     dtype_for,
     is_high_bit_depth,
@@ -38,10 +43,11 @@ from .errors import (
 )
 
 DEFAULT_IMAGE_FPS = Fraction(24)
-OUTPUT_PATTERN = "frame_{:06d}.png"
+OUTPUT_PATTERN = "frame_{:06d}"  # + the picture format's suffix
 
-# Formats that can carry 16-bit colour, recognised by their magic bytes.
-_FFMPEG_DECODERS = {b"\x89PNG": "png", b"II*\x00": "tiff", b"MM\x00*": "tiff"}
+# Formats that can carry 16-bit colour, recognised by their magic bytes (DPX: big- and little-endian).
+_FFMPEG_DECODERS = {b"\x89PNG": "png", b"II*\x00": "tiff", b"MM\x00*": "tiff", b"SDPX": "dpx", b"XPDS": "dpx"}
+_DPX_BYTE_ORDER = {b"SDPX": ">", b"XPDS": "<"}
 
 
 def natural_key(name: str) -> list[str | int]:
@@ -60,13 +66,22 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(entries, key=lambda entry: (natural_key(entry.name), entry.name))
 
 
-def _decode_with_ffmpeg(data: bytes, decoder: str) -> np.ndarray:
+def _decode_with_ffmpeg(data: bytes, decoder: str) -> tuple[np.ndarray, av.VideoFormat]:
+    """The RGB pixels (uint16 for deep pictures) and the pixel format the file holds."""
     context = av.CodecContext.create(decoder, "r")
     decoded = context.decode(av.Packet(data)) + context.decode(None)
     if not decoded:
         raise ValueError("no picture in file")
     frame = decoded[0]
-    return frame.to_ndarray(format=rgb_format(16 if is_high_bit_depth(frame.format) else 8))
+    return frame.to_ndarray(format=rgb_format(16 if is_high_bit_depth(frame.format) else 8)), frame.format
+
+
+def _dpx_output(stored: av.VideoFormat) -> PictureFormat:
+    """DPX frames written at the depth the input stores: 8 and 10 bits as they are (FFmpeg's DPX encoder
+    has no 12-bit RGB), deeper ones as 16 bits."""
+    bits = max(component.bits for component in stored.components)
+    pixel_format = "rgb24" if bits <= 8 else "gbrp10le" if bits == 10 else "rgb48le"
+    return PictureFormat("dpx", pixel_format, ".dpx")
 
 
 _EXIF_ORIENTATION = 0x0112
@@ -98,26 +113,45 @@ def _upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels if turned is None else np.ascontiguousarray(turned(pixels))
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode one image to H x W x 3 RGB, upright, uint16 for 16-bit files and uint8 otherwise; alpha is
-    dropped."""
+def _read(path: Path) -> tuple[np.ndarray, PictureFormat]:
+    """The upright RGB pixels of one image, and how a folder output of such images is written."""
     with translate_errors(UnreadableInputError, f"Cannot read image {path}; is the file damaged?"):
         data = path.read_bytes()
+        decoder = _FFMPEG_DECODERS.get(data[:4])
+        if decoder == "dpx":  # no EXIF orientation in DPX
+            pixels, stored = _decode_with_ffmpeg(data, decoder)
+            return pixels, _dpx_output(stored)
         with Image.open(io.BytesIO(data)) as image:
             orientation = _orientation(image)
-            decoder = _FFMPEG_DECODERS.get(data[:4])
-            pixels = _decode_with_ffmpeg(data, decoder) if decoder else np.array(image.convert("RGB"))
-        return _upright(pixels, orientation)
+            pixels = _decode_with_ffmpeg(data, decoder)[0] if decoder else np.array(image.convert("RGB"))
+        return _upright(pixels, orientation), PNG
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode one image to H x W x 3 RGB, upright, uint16 for files of more than 8 bits and uint8
+    otherwise; alpha is dropped."""
+    return _read(path)[0]
+
+
+def _dpx_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a DPX image header: pixels per line and lines per element at bytes 772-779."""
+    with path.open("rb") as file:
+        header = file.read(780)
+    if len(header) < 780:
+        raise ValueError("DPX header cut short")
+    return struct.unpack(_DPX_BYTE_ORDER[header[:4]] + "II", header[772:780])
 
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) of the upright picture, from the file header, without decoding the pixels."""
-    with (
-        translate_errors(UnreadableInputError, f"Cannot read image {path}; is the file damaged?"),
-        Image.open(path) as image,
-    ):
-        width, height = image.size
-        return (height, width) if _orientation(image) in _SIDEWAYS else (width, height)
+    with translate_errors(UnreadableInputError, f"Cannot read image {path}; is the file damaged?"):
+        with path.open("rb") as file:
+            magic = file.read(4)
+        if magic in _DPX_BYTE_ORDER:
+            return _dpx_size(path)
+        with Image.open(path) as image:
+            width, height = image.size
+            return (height, width) if _orientation(image) in _SIDEWAYS else (width, height)
 
 
 def convert_depth(frame: np.ndarray, bit_depth: int) -> np.ndarray:
@@ -147,7 +181,7 @@ class ImageFolderSource(FrameSource):
             raise NotEnoughFramesError(
                 f"Input folder {folder} has {found}; interpolation needs at least 2 frames ({kinds})"
             )
-        first = read_image(files[0])
+        first, picture_format = _read(files[0])
         height, width = first.shape[:2]
         for file in files[1:]:
             self._check_size(file, image_size(file), files[0], (width, height))
@@ -162,6 +196,7 @@ class ImageFolderSource(FrameSource):
             is_video=False,
             variable_frame_rate=False,
             rotation=0,
+            picture_format=picture_format,
         )
         super().__init__(folder, info)
 
@@ -181,37 +216,48 @@ class ImageFolderSource(FrameSource):
             yield convert_depth(frame, self.info.bit_depth)
 
 
-def encode_png(frame: np.ndarray) -> bytes:
-    """PNG bytes of an RGB frame, 16 bits per channel for uint16 input (Pillow cannot write 16-bit RGB)."""
+def encode_picture(frame: np.ndarray, picture_format: PictureFormat = PNG) -> bytes:
+    """The file bytes of an RGB frame; PNGs have 16 bits per channel for uint16 input (Pillow cannot
+    write 16-bit RGB)."""
     deep = frame.dtype == np.uint16
     picture = av.VideoFrame.from_ndarray(frame, format=rgb_format(16 if deep else 8))
-    encoder = av.CodecContext.create("png", "w")
+    encoder = av.CodecContext.create(picture_format.codec, "w")
     encoder.width, encoder.height = picture.width, picture.height
-    encoder.pix_fmt = "rgb48be" if deep else "rgb24"
+    encoder.pix_fmt = picture_format.pixel_format or ("rgb48be" if deep else "rgb24")
     return b"".join(bytes(packet) for packet in encoder.encode(picture) + encoder.encode(None))
 
 
 class ImageFolderSink(FrameSink):
-    """Writes numbered PNGs into a temp folder that replaces the destination folder at the end.
+    """Writes numbered pictures (PNG unless `picture_format` says otherwise) into a temp folder that
+    replaces the destination folder at the end.
 
     `rotation` (counter-clockwise degrees, a multiple of 90) is the display rotation of a source video:
     a picture file has no such tag, so the frames are turned upright as they are written.
     """
 
     def __init__(
-        self, folder: Path, *, width: int, height: int, bit_depth: int, overwrite: bool, rotation: int = 0
+        self,
+        folder: Path,
+        *,
+        width: int,
+        height: int,
+        bit_depth: int,
+        overwrite: bool,
+        rotation: int = 0,
+        picture_format: PictureFormat = PNG,
     ) -> None:
         super().__init__(folder, width=width, height=height, bit_depth=bit_depth, overwrite=overwrite, directory=True)
         self._quarter_turns = round(rotation / 90) % 4
+        self._picture_format = picture_format
 
     def _open(self) -> None:
         """Nothing to open: each frame is its own file."""
 
     def _write(self, frame: np.ndarray) -> None:
-        target = self._temp / OUTPUT_PATTERN.format(self.frames_written)
+        target = self._temp / (OUTPUT_PATTERN.format(self.frames_written) + self._picture_format.suffix)
         upright = np.ascontiguousarray(np.rot90(frame, self._quarter_turns)) if self._quarter_turns else frame
         with translate_errors(OutputWriteError, f"Cannot write {target.name} for output {self.path}"):
-            target.write_bytes(encode_png(upright))
+            target.write_bytes(encode_picture(upright, self._picture_format))
 
     def _finish(self) -> None:
         """Every frame is already on disk."""

@@ -201,6 +201,7 @@ class JobSettings:
             codec=self.codec,
             tracks_from=source.path if with_tracks and info.is_video else None,
             metadata_from=source if info.is_video else None,
+            picture_format=info.picture_format,
         )
 
 
