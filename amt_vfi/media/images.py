@@ -175,6 +175,12 @@ class ImageFolderSource(FrameSource):
                 f"Input folder {folder} has no images but holds videos ({', '.join(videos[:3])}, ...): give "
                 "each video as an input (a list file can name them), or the folder alone to do every video in it"
             )
+        if not files and any(p.suffix.lower() == ".exr" for p in folder.iterdir()):
+            raise UnreadableInputError(
+                f"Input folder {folder} holds OpenEXR images, which amt-vfi does not read (their linear-light "
+                "values above 1 would need a tone curve the network was not trained on); convert them to 16-bit "
+                "TIFF or PNG, or to DPX, first"
+            )
         if len(files) < 2:
             found = "no images" if not files else f"only one image ({files[0].name})"
             kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
