@@ -35,12 +35,17 @@ def test_a_video_file_from_python_with_progress(tmp_path: Path) -> None:
     assert (retimed.output_frames, retimed.output_fps) == (13, 60)  # 5/24 s at 60 fps: 12.5 frames, half up
 
 
+def test_model_names_are_taken_with_or_without_their_suffix() -> None:
+    found = {JobSettings(model=name).resolve_model() for name in ("amt-s", "amt-s.pth")}
+    assert len(found) == 1 and found.pop().name == "amt-s.pth"
+
+
 def test_checks_come_before_any_work(tmp_path: Path) -> None:
     folder = tmp_path / "frames"
     folder.mkdir()
     with pytest.raises(InputError, match="is the input"):
         interpolate_file(folder, folder)
-    with pytest.raises(InputError, match="--checkpoint .*missing.pth does not exist"):
+    with pytest.raises(InputError, match=r"checkpoint \(--checkpoint\) .*missing.pth does not exist"):
         interpolate_file(
             tmp_path / "nothing.mp4", tmp_path / "out.mp4", JobSettings(checkpoint=tmp_path / "missing.pth")
         )
@@ -67,6 +72,8 @@ def test_checks_come_before_any_work(tmp_path: Path) -> None:
         (lambda: JobSettings(correlation="some"), "correlation must be one of"),
         (lambda: JobSettings(scale=0.3), "scale factor 0.3 is not usable"),
         (lambda: JobSettings(timing=2), "timing must be a Timing"),
+        (lambda: JobSettings(model=None), "model must be a checkpoint name such as 'amt-s'"),
+        (lambda: interpolate_file("in", "out", {"timing": Timing(fps=60)}), "settings must be a JobSettings"),
     ],
 )
 def test_settings_are_checked_when_made(make, message: str) -> None:

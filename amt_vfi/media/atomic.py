@@ -29,7 +29,7 @@ def is_vacant(path: Path) -> bool:
 def check_destination(path: Path, overwrite: bool) -> None:
     """Refuse to clobber an existing output unless the user asked for it."""
     if not overwrite and not is_vacant(path):
-        raise OutputExistsError(f"Output {path} already exists; use --overwrite to replace it")
+        raise OutputExistsError(f"Output {path} already exists; use --overwrite (overwrite=True) to replace it")
 
 
 def make_temp(path: Path, *, directory: bool) -> Path:

@@ -149,6 +149,8 @@ class JobSettings:
             _set(self, "input_fps", exact_rate(_checked_option("fps", self.input_fps)))
         if isinstance(self.device, torch.device):
             _set(self, "device", str(self.device))
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise InputError(f"model must be a checkpoint name such as 'amt-s' or 'amt-l.pth', got {self.model!r}")
         if isinstance(self.checkpoint, str):
             _set(self, "checkpoint", Path(self.checkpoint))
         if not isinstance(self.device, str) or self.device.split(":")[0] not in DEVICE_CHOICES:
@@ -160,10 +162,10 @@ class JobSettings:
     def resolve_model(self) -> Path:
         """The checkpoint file, found or downloaded now, so a missing model is reported before any work."""
         if self.checkpoint is None:
-            return resolve_checkpoint(f"{self.model}.pth")
+            return resolve_checkpoint(self.model)
         if not self.checkpoint.is_file():
             problem = "is a folder, not a checkpoint file" if self.checkpoint.is_dir() else "does not exist"
-            raise InputError(f"--checkpoint {self.checkpoint} {problem}")
+            raise InputError(f"checkpoint (--checkpoint) {self.checkpoint} {problem}")
         return self.checkpoint
 
     def engine(self) -> Interpolator:
@@ -181,8 +183,8 @@ class JobSettings:
         if self.input_fps is not None and source.info.is_video:
             source.close()
             raise InputError(
-                f"--input-fps sets the rate of an image-folder input, but {path} is a video, whose rate comes "
-                "from the file (changing it would put the sound out of step); leave --input-fps out"
+                f"--input-fps (input_fps) sets the rate of an image-folder input, but {path} is a video, whose "
+                "rate comes from the file (changing it would put the sound out of step); leave it out"
             )
         return source
 
@@ -321,7 +323,9 @@ def interpolate_file(
     after each output frame.
     """
     start = time.perf_counter()
-    settings = settings or JobSettings()
+    settings = JobSettings() if settings is None else settings
+    if not isinstance(settings, JobSettings):
+        raise InputError(f"settings must be a JobSettings, e.g. JobSettings(timing=Timing(fps=60)), got {settings!r}")
     input_path, output = Path(input_path), Path(output)
     check_output(input_path, output, overwrite, settings.codec)
     settings.resolve_model()  # a missing model is reported before the input is read (dedup reads it all)
