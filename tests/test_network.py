@@ -189,6 +189,31 @@ def test_unpadded_size_is_refused_with_advice(models: dict[str, AMT]) -> None:
         models["amt-s"](img, img, torch.full((1, 1, 1, 1), 0.5))
 
 
+@pytest.mark.parametrize(("size", "scale"), [((32, 32), 1.0), ((48, 256), 1.0), ((64, 96), 0.5)])
+def test_working_sizes_below_the_minimum_are_refused_with_advice(models: dict[str, AMT], size, scale) -> None:
+    img = torch.rand(1, 3, *size)
+    with pytest.raises(ValueError, match="below the 64 px per side .*Interpolator pads frames of any size"):
+        models["amt-s"](img, img, torch.full((1, 1, 1, 1), 0.5), scale_factor=scale)
+
+
+def test_the_smallest_working_size_gives_finite_frames(models: dict[str, AMT]) -> None:
+    img0, img1 = _frames(6, h=64, w=64)
+    with torch.inference_mode():
+        assert torch.isfinite(models["amt-s"](img0, img1, torch.full((1, 1, 1, 1), 0.5))).all()
+
+
+def test_time_steps_as_numbers_and_none_at_all(models: dict[str, AMT]) -> None:
+    model = models["amt-s"]
+    img0, img1 = _frames(7)
+    pairs0, pairs1 = torch.cat([img0, img1]), torch.cat([img1, img0])
+    with torch.inference_mode():
+        tensor = model(pairs0, pairs1, torch.full((2, 1, 1, 1), 0.3))
+        assert torch.equal(model(pairs0, pairs1, 0.3), tensor)  # one number: the time of every pair
+        features = model.encode(img0, img1)
+        assert (model.decode(features, [0.3]) - tensor[:1]).abs().max() <= 1e-5  # batch sizes round apart
+    assert model.interpolate(img0, img1, []).shape == (0, 3, 128, 160)
+
+
 def test_mps_safe_warp_equals_border_warp(monkeypatch: pytest.MonkeyPatch) -> None:
     from amt_vfi.network.layers import warp
 

@@ -54,6 +54,10 @@ class PairFeatures:
         )
 
 
+# The correlation pyramid pools the 1/8-resolution features three times: 64 px leaves one pixel.
+MIN_WORKING_SIDE = 64
+
+
 def _check_pair(img0: torch.Tensor, img1: torch.Tensor, scale_factor: float) -> None:
     if img0.dim() != 4 or img0.shape[1] != 3 or img0.shape != img1.shape:
         raise ValueError(
@@ -65,6 +69,12 @@ def _check_pair(img0: torch.Tensor, img1: torch.Tensor, scale_factor: float) -> 
         raise ValueError(
             f"frame size {height}x{width} at scale {scale_factor} gives a working size {work_h}x{work_w} that is "
             "not a multiple of 16: pad the frames first (amt_vfi.Interpolator does this for you)"
+        )
+    if min(work_h, work_w) < MIN_WORKING_SIDE:
+        raise ValueError(
+            f"frame size {height}x{width} at scale {scale_factor} gives a working size {work_h}x{work_w}, below "
+            f"the {MIN_WORKING_SIDE} px per side that the coarsest correlation level needs: pad the frames first "
+            "(amt_vfi.Interpolator pads frames of any size)"
         )
 
 
@@ -180,10 +190,12 @@ class AMT(nn.Module):
         centres_bwd = features.grid + flow0.float() / (1.0 - embt)
         return features.correlation(centres_fwd, centres_bwd).to(self.comb_block[0].weight.dtype)
 
-    def decode(self, features: PairFeatures, embt: torch.Tensor) -> torch.Tensor:
-        """Frames at times `embt` (N x 1 x 1 x 1, N a multiple of the pair batch B; row t * B + b
-        belongs to pair b) -> N x 3 x H x W in [0, 1]."""
-        embt = embt.float().view(-1, 1, 1, 1).to(features.mean.device)
+    def decode(self, features: PairFeatures, embt: torch.Tensor | float | Sequence[float]) -> torch.Tensor:
+        """Frames at times `embt` (one number for every pair, or N of them, e.g. N x 1 x 1 x 1, N a
+        multiple of the pair batch B; row t * B + b belongs to pair b) -> N x 3 x H x W in [0, 1]."""
+        embt = torch.as_tensor(embt, dtype=torch.float32, device=features.mean.device).view(-1, 1, 1, 1)
+        if embt.shape[0] == 1:  # one time for every pair
+            embt = embt.expand(features.batch, 1, 1, 1)
         if embt.shape[0] % features.batch:
             raise ValueError(f"{embt.shape[0]} time steps cannot be shared among {features.batch} frame pairs")
         pair = features
@@ -244,7 +256,7 @@ class AMT(nn.Module):
         return (candidates.mean(dim=1) + correction).clamp(0.0, 1.0)
 
     def forward(
-        self, img0: torch.Tensor, img1: torch.Tensor, embt: torch.Tensor, scale_factor: float = 1.0
+        self, img0: torch.Tensor, img1: torch.Tensor, embt: torch.Tensor | float, scale_factor: float = 1.0
     ) -> torch.Tensor:
         """The frame at time `embt` between img0 (t = 0) and img1 (t = 1), as B x 3 x H x W."""
         return self.decode(self.encode(img0, img1, scale_factor), embt)
@@ -257,6 +269,8 @@ class AMT(nn.Module):
 
         Returns len(timesteps) * B frames, time-major (all pairs at the first time step first).
         """
+        if not len(timesteps):
+            return img0.new_empty((0, 3, *img0.shape[-2:]), dtype=torch.float32)
         features = self.encode(img0, img1, scale_factor, time_steps=len(timesteps))
         embt = torch.tensor(list(timesteps), dtype=torch.float32, device=img0.device)
         embt = embt.repeat_interleave(features.batch).view(-1, 1, 1, 1)
