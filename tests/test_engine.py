@@ -224,6 +224,49 @@ def test_plans_take_numpy_and_torch_numbers() -> None:
             amt_vfi.multiplier_plan(3, bad)
 
 
+def test_plan_arguments_are_checked_and_skip_lists_take_any_whole_numbers() -> None:
+    assert amt_vfi.multiplier_plan(4.0, 2) == amt_vfi.multiplier_plan(4, 2)
+    skip_tensor = amt_vfi.skip_predicate(torch.tensor([1]), is_skip_list=True)
+    keep_tensor = amt_vfi.skip_predicate(torch.tensor([1]), is_skip_list=False)
+    assert len(amt_vfi.multiplier_plan(4, 2, skip_tensor)) == 6  # pair 1 skipped
+    assert len(amt_vfi.multiplier_plan(4, 2, keep_tensor)) == 5  # only pair 1 interpolated
+    assert amt_vfi.schedule_plan(3, []) == amt_vfi.multiplier_plan(3, 2)  # a short schedule goes on with 2s
+    for call, message in [
+        (lambda: amt_vfi.multiplier_plan("4", 2), "frame_count must be a whole number, got '4'"),
+        (lambda: amt_vfi.retime_plan(4, float("nan"), 60), "frame rates must be positive numbers"),
+        (lambda: amt_vfi.retime_plan(4, 24, math.inf), "frame rates must be positive numbers"),
+        (lambda: amt_vfi.schedule_plan(4, 3), "multipliers must be a list of whole numbers, one per pair, got 3"),
+        (lambda: amt_vfi.skip_predicate(["1"], is_skip_list=True), "pair index must be a whole number, got '1'"),
+        (lambda: amt_vfi.Interpolator("amt-s", max_batch=2.5), "max_batch must be a whole number, got 2.5"),
+        (lambda: amt_vfi.load_model("amt-s.pth", device=None), "device must be one of auto, cpu"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            call()
+
+
+def test_rgb_and_rgba_frames_mix(engine: amt_vfi.Interpolator) -> None:
+    frame0, frame1 = torch.rand(32, 40, 3), torch.rand(32, 40, 3)
+    with_alpha = torch.cat([frame1, torch.ones(32, 40, 1)], dim=-1)
+    assert torch.equal(
+        engine.interpolate_pair(frame0, with_alpha, [0.5]), engine.interpolate_pair(frame0, frame1, [0.5])
+    )
+
+
+def test_a_refilled_frame_buffer_is_refused(engine: amt_vfi.Interpolator) -> None:
+    clip = torch.rand(3, 32, 40, 3)
+    buffer = torch.empty(32, 40, 3)
+
+    def refilled():
+        for frame in clip:
+            buffer.copy_(frame)
+            yield buffer
+
+    with pytest.raises(InputError, match="frame 0 changed while frame 1 was read: .* yield buffer.clone"):
+        list(engine.run(refilled(), amt_vfi.multiplier_plan(3, 2)))
+    same_tensor_twice = [clip[0], clip[0], clip[1]]  # unchanged repeats are fine
+    assert len(list(engine.run(iter(same_tensor_twice), amt_vfi.multiplier_plan(3, 2)))) == 5
+
+
 def test_scene_cut_holds_frames_instead_of_blending(engine: amt_vfi.Interpolator) -> None:
     generator = torch.Generator().manual_seed(0)
     scene_a = torch.rand(1, 3, 12, 16, generator=generator)

@@ -16,6 +16,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' picks CUDA, then MPS, then the CPU; an unavailable explicit choice is an error."""
     if isinstance(device, torch.device):
         return device
+    if not isinstance(device, str):
+        raise InputError(f"device must be one of {', '.join(DEVICE_CHOICES)} (or e.g. 'cuda:1'), got {device!r}")
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -22,7 +22,7 @@ from .devices import release_cached_memory, resolve_device, resolve_precision
 from .memory import check_correlation, correlation_budget, default_budget, least_pair_bytes, with_memory_fallback
 from .model_cache import cached_model
 from .padding import Padding, alignment_for, padding_for
-from .plan import PlannedFrame, plan_groups
+from .plan import PlannedFrame, plan_groups, whole_number
 
 CutPredicate = Callable[[torch.Tensor, torch.Tensor], bool]
 # Pixels above this are taken for 0..255 values passed as floats (a little above 1 is tolerated: edits).
@@ -107,6 +107,7 @@ class Interpolator:
         between_batches: Callable[[], None] | None = None,
     ) -> None:
         check_correlation(correlation)
+        max_batch = None if max_batch is None else whole_number(max_batch, "max_batch")
         if max_batch is not None and max_batch < 1:
             raise InputError(f"max_batch must be at least 1, got {max_batch}")
         if memory_budget_bytes is not None and memory_budget_bytes <= 0:
@@ -244,7 +245,7 @@ class Interpolator:
         _check_frame(frame0, "frame0")
         _check_frame(frame1, "frame1")
         self._network_on_device()
-        if frame0.shape != frame1.shape:
+        if frame0.shape[:2] != frame1.shape[:2]:
             raise InputError(f"both frames must have one size, got {tuple(frame0.shape)} and {tuple(frame1.shape)}")
         times = _check_times(timesteps)
         height, width = frame0.shape[:2]
@@ -286,9 +287,11 @@ class Interpolator:
         """Yield the planned output frames in order while reading `frames` lazily.
 
         Only the current pair is held (with `overlap`, also the one before it, whose frames are still on
-        their way back), so memory does not grow with the length of the stream. Originals
-        come back bit-identical (first three channels). Across a pair that `is_cut` flags, nothing is
-        blended: in-between times before 0.5 hold the first frame, later ones the second.
+        their way back), so memory does not grow with the length of the stream. Each frame must be a
+        tensor of its own, left unchanged once yielded (a refilled buffer is refused where torch counts
+        its changes). Originals come back bit-identical (first three channels), as views where they can.
+        Across a pair that `is_cut` flags, nothing is blended: in-between times before 0.5 hold the first
+        frame, later ones the second.
         """
         window = _FrameWindow(iter(frames))
         self._streaming = True
@@ -304,7 +307,14 @@ class Interpolator:
                     frame = window.get(source)[..., :3].to("cpu", torch.float32)
                     waiting.append(_PendingFrames.done([frame] * len(items)))
                 else:
-                    frame0, frame1 = window.get(source), window.get(source + 1)
+                    frame0 = window.get(source)
+                    version = _version_of(frame0)
+                    frame1 = window.get(source + 1)
+                    if _version_of(frame0) != version:
+                        raise InputError(
+                            f"frame {source} changed while frame {source + 1} was read: the frame iterator must "
+                            "yield a new tensor for every frame (e.g. yield buffer.clone()), not refill one"
+                        )
                     if is_cut is not None and is_cut(frame0, frame1):
                         nearest = [frame0 if item.time < 0.5 else frame1 for item in items]
                         waiting.append(_PendingFrames.done([f[..., :3].to("cpu", torch.float32) for f in nearest]))
@@ -424,6 +434,11 @@ class _FrameWindow:
         if index not in self._held:
             raise InputError(f"frame {index} was requested after the stream had moved past it")
         return self._held[index]
+
+
+def _version_of(frame: torch.Tensor) -> int | None:
+    """How often `frame` was modified in place; None for inference-mode tensors, which do not count."""
+    return None if frame.is_inference() else frame._version
 
 
 def frames_in_order(frames: torch.Tensor) -> Iterator[torch.Tensor]:

@@ -32,9 +32,11 @@ class PlannedFrame:
         return self.time == 0.0
 
 
-def _check_frame_count(frame_count: int) -> None:
-    if frame_count < 2:
+def _checked_frame_count(frame_count: int) -> int:
+    count = whole_number(frame_count, "frame_count")
+    if count < 2:
         raise InputError(f"interpolation needs at least 2 frames, got {frame_count}")
+    return count
 
 
 def whole_number(value: object, what: str, advice: str = "") -> int:
@@ -59,7 +61,7 @@ def _pair_frames(pair: int, multiplier: int, skip: SkipPredicate | None) -> Iter
 def multiplier_plan(frame_count: int, multiplier: int, skip: SkipPredicate | None = None) -> list[PlannedFrame]:
     """Every pair gets `multiplier - 1` frames at times j / multiplier, unless `skip(pair)`; the last
     input frame closes the sequence (the seed node's order)."""
-    _check_frame_count(frame_count)
+    frame_count = _checked_frame_count(frame_count)
     multiplier = whole_number(multiplier, "multiplier")
     if multiplier < 1:
         raise InputError(f"multiplier must be at least 1, got {multiplier}")
@@ -69,7 +71,7 @@ def multiplier_plan(frame_count: int, multiplier: int, skip: SkipPredicate | Non
 
 
 def schedule_plan(
-    frame_count: int, multipliers: Sequence[int], skip: SkipPredicate | None = None
+    frame_count: int, multipliers: Iterable[int], skip: SkipPredicate | None = None
 ) -> list[PlannedFrame]:
     """One multiplier per pair (a schedule): a short list is extended with 2s, extra entries ignored.
 
@@ -77,9 +79,15 @@ def schedule_plan(
     and 1 keeps the first frame without new ones. Unlike the seed, `skip` is asked about the real pair
     index, and negative entries or an all-zero schedule are refused instead of crashing.
     """
-    _check_frame_count(frame_count)
+    frame_count = _checked_frame_count(frame_count)
+    try:
+        given = None if isinstance(multipliers, (str, bytes)) else list(multipliers)
+    except TypeError:  # a number, a 0-d tensor
+        given = None
+    if given is None:
+        raise InputError(f"multipliers must be a list of whole numbers, one per pair, got {multipliers!r}")
     pairs = frame_count - 1
-    values = [*multipliers[:pairs], *[2] * max(0, pairs - len(multipliers))]
+    values = [*given[:pairs], *[2] * max(0, pairs - len(given))]
     values = [whole_number(value, f"multiplier schedule entry {pair}") for pair, value in enumerate(values)]
     for pair, value in enumerate(values):
         if value < 0:
@@ -122,7 +130,7 @@ def retime_plan(frame_count: int, source_fps: Fraction | float, target_fps: Frac
     Output frame k sits at input position k * source_fps / target_fps; positions on an input frame are
     that original, and positions past the last frame hold it.
     """
-    _check_frame_count(frame_count)
+    frame_count = _checked_frame_count(frame_count)
     return resample_plan(range(frame_count), retime_positions(frame_count, source_fps, target_fps))
 
 
@@ -137,8 +145,9 @@ def exact_rate(rate: numbers.Real) -> Fraction:
 
 def retime_positions(frame_count: int, source_fps: Fraction | float, target_fps: Fraction | float) -> list[Fraction]:
     """The input positions of the output frames at the target rate (see `retime_plan`)."""
-    if source_fps <= 0 or target_fps <= 0:
-        raise InputError(f"frame rates must be positive, got {source_fps} -> {target_fps}")
+    for rate in (source_fps, target_fps):
+        if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 < rate < math.inf:
+            raise InputError(f"frame rates must be positive numbers, got {source_fps!r} -> {target_fps!r}")
     ratio = exact_rate(source_fps) / exact_rate(target_fps)
     output_count = max(1, math.floor(frame_count / ratio + Fraction(1, 2)))
     return [k * ratio for k in range(output_count)]
@@ -151,9 +160,10 @@ def plan_groups(plan: Iterable[PlannedFrame]) -> Iterator[tuple[int, bool, list[
         yield source, original, list(items)
 
 
-def skip_predicate(indices: Sequence[int], is_skip_list: bool) -> SkipPredicate:
-    """A skip list names pairs not to interpolate; a keep list names the only pairs to interpolate."""
-    chosen = frozenset(indices)
+def skip_predicate(indices: Iterable[int], is_skip_list: bool) -> SkipPredicate:
+    """A skip list names pairs not to interpolate; a keep list names the only pairs to interpolate.
+    Indices may be any whole numbers (NumPy, tensor elements); ones past the last pair name nothing."""
+    chosen = frozenset(whole_number(index, "pair index") for index in indices)
     if is_skip_list:
         return chosen.__contains__
     return lambda pair: pair not in chosen
