@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from media_helpers import make_clip, stream_summary
+from media_helpers import make_clip, pattern, stream_summary
+from PIL import Image
 
 from amt_vfi.errors import InputError
 from amt_vfi.media import OutputExistsError
@@ -33,6 +34,41 @@ def test_a_video_file_from_python_with_progress(tmp_path: Path) -> None:
     assert out.read_bytes() == before
     retimed = interpolate_file(clip, out, JobSettings(timing=Timing(fps=Fraction(60)), device="cpu"), overwrite=True)
     assert (retimed.output_frames, retimed.output_fps) == (13, 60)  # 5/24 s at 60 fps: 12.5 frames, half up
+
+
+def _pictures(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    for index in range(count):
+        Image.fromarray(pattern(index, 48, 32)).save(folder / f"f{index}.png")
+    return folder
+
+
+def test_outputs_that_would_destroy_what_the_user_has_are_refused(tmp_path: Path) -> None:
+    source = _pictures(tmp_path / "in", 2)
+    first = (source / "f0.png").read_bytes()
+    with pytest.raises(InputError, match="is a file of the input folder"):
+        interpolate_file(source, source / "f0.png", overwrite=True)
+    assert (source / "f0.png").read_bytes() == first
+    home = tmp_path / "Videos"
+    (home / "holiday").mkdir(parents=True)
+    (home / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputExistsError, match=r"holds files amt-vfi did not write \(holiday, notes.txt\)"):
+        interpolate_file(source, home, overwrite=True)
+    assert (home / "notes.txt").read_text() == "keep me"
+    for name in ("out.mp5", "out.png", "clip.mkvv"):
+        with pytest.raises(InputError, match=f"{name.split('.')[1]} is not a video format amt-vfi writes"):
+            interpolate_file(source, tmp_path / name)
+        assert not (tmp_path / name).exists()
+
+
+def test_a_folder_of_earlier_frames_is_replaced_and_any_name_may_be_a_folder(tmp_path: Path) -> None:
+    source = _pictures(tmp_path / "in", 2)
+    out = tmp_path / "take.v2"
+    out.mkdir()  # an existing folder may have a dot in its name
+    interpolate_file(source, out)
+    (out / ".DS_Store").write_bytes(b"")
+    interpolate_file(source, out, JobSettings(timing=Timing(multiplier=3)), overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == [f"frame_00000{i}.png" for i in range(4)]
 
 
 def test_model_names_are_taken_with_or_without_their_suffix() -> None:

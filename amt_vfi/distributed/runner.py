@@ -26,7 +26,7 @@ from ..media import SourceInfo, absolute_path, is_video_output
 from ..media.atomic import check_destination
 from ..media.tracks import announce_left_out_tracks
 from ..media.video import CONTAINER_FORMATS
-from ..pipeline import JobSettings, check_output, plan_for
+from ..pipeline import JobSettings, check_output, check_output_name, plan_for
 from .chunks import DEFAULT_CHUNK_FRAMES, Chunk, choose_boundaries, make_chunks, scan_ranges
 from .clips import batch_outputs, expand_batch, is_batch
 from .manifest import Manifest, fingerprint, manifest_path, settings_key, still_matches, work_path
@@ -448,6 +448,7 @@ def interpolate_distributed(
         raise InputError(f"workers must be at least 1, got {workers}")
     output = absolute_path(Path(output))
     if isinstance(inputs, (str, Path)) and not is_batch(Path(inputs)):
+        check_output_name(output)
         clip_inputs, clip_outputs = [absolute_path(Path(inputs))], [output]
     else:
         clip_inputs = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import threading
@@ -26,10 +27,34 @@ def is_vacant(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
 
+# The files of an earlier image-folder output (frame_000000.png, ... as media.images names them).
+_FRAME_FILE = re.compile(r"frame_\d{6,}\.[A-Za-z]+")
+
+
+def _foreign_entries(folder: Path) -> list[str]:
+    """What in `folder` is neither a frame file nor a hidden file (.DS_Store and the like)."""
+    return sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if not (entry.is_file() and (_FRAME_FILE.fullmatch(entry.name) or entry.name.startswith(".")))
+    )
+
+
 def check_destination(path: Path, overwrite: bool) -> None:
-    """Refuse to clobber an existing output unless the user asked for it."""
-    if not overwrite and not is_vacant(path):
+    """Refuse to clobber an existing output unless the user asked for it, and even then a folder holding
+    anything but frames: `-o ~/Videos --overwrite` must not delete the videos."""
+    if is_vacant(path):
+        return
+    if not overwrite:
         raise OutputExistsError(f"Output {path} already exists; use --overwrite (overwrite=True) to replace it")
+    if path.is_dir() and not path.is_symlink():
+        foreign = _foreign_entries(path)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise OutputExistsError(
+                f"Output folder {path} holds files amt-vfi did not write ({shown}); it replaces a folder only when "
+                "it holds nothing but frame_NNNNNN pictures: choose a new or empty folder"
+            )
 
 
 def make_temp(path: Path, *, directory: bool) -> Path:

@@ -38,7 +38,7 @@ from ..engine.padding import alignment_for
 from ..errors import InputError
 from ..media import DEFAULT_CODEC, FrameSink, FrameSource, is_video_output, open_sink, open_source
 from ..media.atomic import check_destination
-from ..media.video import check_video_output
+from ..media.video import CONTAINER_FORMATS, check_video_output
 from .background import BackgroundWriter, prefetch
 
 # The ranges of the job's numeric options: what each must be, for the library's messages and the CLI's.
@@ -217,10 +217,24 @@ def check_output(input_path: Path, output: Path, overwrite: bool, codec: str = D
             f"OUTPUT {output} is a folder holding the input {input_path}; replacing it would delete the input, "
             "choose another path"
         )
+    if input_path.is_dir() and output.is_file() and output.resolve().parent == input_path.resolve():
+        raise InputError(f"OUTPUT {output} is a file of the input folder {input_path}; choose a path outside it")
     destination = output.absolute()
     check_destination(destination, overwrite)
     if is_video_output(destination):
         check_video_output(destination, codec)
+
+
+def check_output_name(output: Path) -> None:
+    """Refuse an output named like a file amt-vfi does not write (out.mp5, out.png), which would otherwise
+    become a folder of images with that name; an existing folder may be called anything."""
+    suffix = output.suffix.lower()
+    if suffix and not is_video_output(output) and not output.is_dir():
+        known = ", ".join(sorted(CONTAINER_FORMATS))
+        raise InputError(
+            f"OUTPUT {output}: {suffix} is not a video format amt-vfi writes ({known}); for a folder of images "
+            "give a name without an extension, or create the folder first"
+        )
 
 
 def to_tensor(frame: np.ndarray) -> torch.Tensor:
@@ -328,6 +342,7 @@ def interpolate_file(
         raise InputError(f"settings must be a JobSettings, e.g. JobSettings(timing=Timing(fps=60)), got {settings!r}")
     input_path, output = Path(input_path), Path(output)
     check_output(input_path, output, overwrite, settings.codec)
+    check_output_name(output)
     settings.resolve_model()  # a missing model is reported before the input is read (dedup reads it all)
     with settings.open_source(input_path) as source:
         keyframes = None if settings.dedup_threshold is None else keyframes_of(source, settings.dedup_threshold)
