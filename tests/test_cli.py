@@ -194,6 +194,25 @@ def test_errors_name_the_problem_and_leave_nothing(tmp_path: Path, capsys) -> No
     assert not out.exists() and _leftovers(tmp_path) == []
 
 
+def test_codec_mistakes_are_refused_before_the_work(clip24: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out.mp4"
+    _fails([str(clip24), "-o", str(out), "--codec", "aac"], capsys, "Codec aac is not a video encoder")
+    _fails([str(clip24), "-o", str(tmp_path / "o.mkv"), "--codec", "srt"], capsys, "Codec srt is not a video encoder")
+    _fails(
+        [str(clip24), "-o", str(out), "--codec", "libx265", "--crf", "60"], capsys, "beyond libx265's range of 0 to 51"
+    )
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_mjpeg_in_avi(tmp_path: Path) -> None:
+    clip, out = tmp_path / "clip.mp4", tmp_path / "out.avi"
+    make_clip(clip, frames=3, fps=Fraction(24), size=(96, 64), audio_codec=None)
+    assert main([str(clip), "-o", str(out), "--codec", "mjpeg", "-q"]) == 0
+    frames, _, _ = _decode(out)
+    source, _, _ = _decode(clip)
+    assert len(frames) == 5 and psnr(frames[4], source[2]) > 30
+
+
 def test_usage_errors_name_the_option(tmp_path: Path, capsys) -> None:
     for argv, needle in (
         (["--multiplier", "1"], "--multiplier: must be 2 to 1000"),
@@ -209,6 +228,8 @@ def test_usage_errors_name_the_option(tmp_path: Path, capsys) -> None:
         (["--dedup", "5"], "--dedup: must be at least 0 and below 1"),
         (["--crf", "-5"], "--crf: must be 0 (lossless) to 63"),
         (["--scale", "inf"], "--scale: 'inf' is not a number"),
+        (["--scale", "2"], "--scale: scale factor must be in (0, 1], not 2.0"),
+        (["--scale", "0.3"], "--scale: scale factor 0.3 is not usable"),
     ):
         with pytest.raises(SystemExit) as caught:
             main(["in.mp4", "-o", str(tmp_path / "o.mp4"), *argv])

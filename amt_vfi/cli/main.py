@@ -17,7 +17,8 @@ from pathlib import Path
 from .. import __version__
 from ..distributed import DEFAULT_CHUNK_FRAMES, ChunkEvent, interpolate_distributed, is_batch
 from ..engine import DEFAULT_CUT_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, DEVICE_CHOICES, PRECISION_CHOICES
-from ..errors import AmtVfiError
+from ..engine.padding import alignment_for
+from ..errors import AmtVfiError, InputError
 from ..media import absolute_path
 from ..network import CHECKPOINT_VARIANTS, CORRELATION_MODES
 from ..pipeline import JobReport, JobSettings, Timing, interpolate_file, option_problem
@@ -89,6 +90,15 @@ def _crf(text: str) -> int:
     return _checked("crf", _whole(text), text)
 
 
+def _scale(text: str) -> float:
+    value = _number(text)
+    try:
+        alignment_for(value)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="amt-vfi",
@@ -107,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--checkpoint", type=Path, help="use this checkpoint file (.pth or .safetensors)")
     model.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default auto")
     model.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help="auto: fp16 on CUDA, else fp32")
-    model.add_argument("--scale", type=_number, default=1.0, help="network resolution factor, e.g. 0.5 for 4K")
+    model.add_argument("--scale", type=_scale, default=1.0, help="network resolution factor, e.g. 0.5 for 4K")
     model.add_argument("--correlation", default="auto", choices=CORRELATION_MODES, help="default auto (by memory)")
     media = parser.add_argument_group("input and output")
     media.add_argument("--input-fps", type=_rate, help="frame rate of an image-folder input (default 24)")

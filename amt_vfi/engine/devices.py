@@ -48,7 +48,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if precision == "fp16" and device.type == "cpu":
-        raise InputError("fp16 is not supported on the CPU (too slow and inexact there); use fp32 or bf16")
+        raise InputError("precision fp16 is not supported on the CPU (too slow and inexact there); use fp32 or bf16")
     return PRECISIONS[precision]
 
 

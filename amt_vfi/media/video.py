@@ -69,8 +69,11 @@ CONTAINER_FORMATS = {
 # Used instead of the default codec when the container cannot hold H.264.
 _NATIVE_CODECS = {"webm": "libvpx-vp9"}
 _CRF_CODECS = frozenset({"libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1"})
-# Encoder options that keep libx265 from printing its banner to the terminal.
-_QUIET_OPTIONS = {"libx265": {"x265-params": "log-level=error"}}
+# Encoder options: keep libx265 from printing its banner to the terminal; let MJPEG store video-range
+# YUV (the colour tags say so), as FFmpeg's `-strict unofficial` does.
+_ENCODER_OPTIONS = {"libx265": {"x265-params": "log-level=error"}, "mjpeg": {"strict": "unofficial"}}
+# Encoders whose constant-quality scale ends before the 63 of VP9 and AV1 (x264 clamps by itself).
+_MOST_CRF = {"libx265": 51}
 # Preferred pixel formats by (codec is lossy, bit depth): compact YUV 4:2:0 for lossy codecs, RGB for
 # lossless ones such as FFV1 so they stay lossless.
 _PIXEL_FORMATS = {
@@ -400,6 +403,13 @@ def _stored_codec(container: av.container.OutputContainer, codec: str, path: Pat
     return codec
 
 
+def check_crf(codec: str, crf: int) -> None:
+    """Refuse a quality value the encoder would reject only when it opens, after the work has begun."""
+    most = _MOST_CRF.get(codec)
+    if most is not None and crf > most:
+        raise UnsupportedOutputError(f"crf {crf} is beyond {codec}'s range of 0 to {most}; use --crf {most} or less")
+
+
 def check_video_output(path: Path, codec: str = DEFAULT_CODEC) -> None:
     """Refuse, before any work, an output `path` whose container is unknown or cannot hold `codec`."""
     container_format = CONTAINER_FORMATS.get(path.suffix.lower())
@@ -408,6 +418,14 @@ def check_video_output(path: Path, codec: str = DEFAULT_CODEC) -> None:
         raise UnsupportedOutputError(f"Cannot write {path}: use one of {known} or an output folder for PNGs")
     if codec not in av.codecs_available:
         raise UnsupportedOutputError(f"Codec {codec} is not available for {path}; pick another codec")
+    try:
+        kind = av.Codec(codec, "w").type
+    except (av.FFmpegError, ValueError):  # no encoder of that name
+        kind = None
+    if kind != "video":
+        raise UnsupportedOutputError(
+            f"Codec {codec} is not a video encoder; pick one such as {DEFAULT_CODEC}, libx265 or ffv1 for {path}"
+        )
     with av.open(io.BytesIO(), "w", format=container_format) as container:
         _stored_codec(container, codec, path)
 
@@ -431,6 +449,7 @@ class VideoSink(FrameSink):
         metadata_from: Path | VideoSource | None = None,
     ) -> None:
         check_video_output(path, codec)
+        check_crf(codec, crf)
         self._format = CONTAINER_FORMATS[path.suffix.lower()]
         self.fps = as_rate(fps)
         self._codec, self._crf = codec, crf
@@ -461,7 +480,7 @@ class VideoSink(FrameSink):
         stream.width, stream.height = self.encoded_width, self.encoded_height
         stream.pix_fmt = self._pixel_format
         stream.time_base = 1 / self.fps
-        options = dict(_QUIET_OPTIONS.get(codec, {}))
+        options = dict(_ENCODER_OPTIONS.get(codec, {}))
         if codec in _CRF_CODECS:
             options["crf"] = str(self._crf)
             stream.codec_context.bit_rate = 0  # constant quality, not a bitrate cap

@@ -38,7 +38,7 @@ from ..engine.padding import alignment_for
 from ..errors import InputError
 from ..media import DEFAULT_CODEC, FrameSink, FrameSource, is_video_output, open_sink, open_source
 from ..media.atomic import check_destination
-from ..media.video import CONTAINER_FORMATS, check_video_output
+from ..media.video import CONTAINER_FORMATS, check_crf, check_video_output
 from .background import BackgroundWriter, prefetch
 
 # The ranges of the job's numeric options: what each must be, for the library's messages and the CLI's.
@@ -145,6 +145,7 @@ class JobSettings:
             if getattr(self, name) is not None:
                 _set(self, name, float(_checked_option(name, getattr(self, name))))
         _set(self, "crf", int(_checked_option("crf", self.crf)))
+        check_crf(self.codec, self.crf)
         if self.input_fps is not None:
             _set(self, "input_fps", exact_rate(_checked_option("fps", self.input_fps)))
         if isinstance(self.device, torch.device):
