@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 FALLBACK_AUDIO_CODEC = "aac"
 
 
+# Muxers that move a file's packets later until no time is negative (chapters stay where they were put).
+_SHIFTS_NEGATIVE_TIMES = frozenset({"matroska", "webm"})
+
+
 def _stream_start(stream: av.stream.Stream) -> Fraction:
     """Start time of ``stream`` in seconds (0 when unknown)."""
     if stream.start_time is None or stream.time_base is None:
@@ -127,6 +131,7 @@ class TrackCarrier:
                     self._add_subtitles(output, stream, source)
         for index, target in self._targets.items():
             _copy_labels(self._input.streams[index], target)
+        self._chapter_offset = self._offset - self._muxer_lead(output)
         chapters = [chapter for chapter in map(self._chapter_shifted, self._input.chapters()) if chapter]
         if chapters:
             output.set_chapters(chapters)
@@ -177,9 +182,17 @@ class TrackCarrier:
             hint,
         )
 
+    def _muxer_lead(self, output: OutputContainer) -> Fraction:
+        """How far the output's muxer will move every packet, but not the chapters, later: Matroska stores
+        no negative times, so audio that starts before the first video frame shifts the whole file."""
+        if output.format.name not in _SHIFTS_NEGATIVE_TIMES:
+            return Fraction(0)
+        audio = [self._input.streams[index] for index in self._targets if self._input.streams[index].type == "audio"]
+        return max([Fraction(0)] + [self._offset - _stream_start(stream) for stream in audio])
+
     def _chapter_shifted(self, chapter: dict) -> dict | None:
         """A chapter (a film's scenes) in output time, like the tracks; None if it ends before the video."""
-        shift = round(self._offset / chapter["time_base"])
+        shift = round(self._chapter_offset / chapter["time_base"])
         start, end = chapter["start"] - shift, chapter["end"] - shift
         return {**chapter, "start": max(start, 0), "end": end} if end > 0 else None
 
