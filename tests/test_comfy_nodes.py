@@ -624,6 +624,14 @@ def test_checkpoint_folders_inside_comfyui(pack, fake_folder_paths) -> None:
     seed_ckpts.mkdir(parents=True)
     torch.save({"state_dict": standin_state_dict("amt-s")}, seed_ckpts / "gopro_amt-s.pth")
     assert models.resolve("gopro_amt-s.pth") == seed_ckpts / "gopro_amt-s.pth"  # a migrating user's file
+    for disabled, name in (
+        ("ComfyUI-Frame-Interpolation.disabled", "amt-l.pth"),
+        (".disabled/ComfyUI-Frame-Interpolation", "amt-g.pth"),
+    ):
+        folder = base / "custom_nodes" / disabled / "ckpts" / "amt"
+        folder.mkdir(parents=True)
+        torch.save({"state_dict": standin_state_dict("amt-s")}, folder / name)
+        assert models.resolve(name) == folder / name  # the seed pack disabled by hand or by ComfyUI-Manager
     shared = base / "models" / "frame_interpolation"
     shared.mkdir(parents=True)
     for name in ("rife47.pth", "film_net_fp32.pt", "amt-finetuned.safetensors"):

@@ -23,6 +23,8 @@ FOLDER_KEY = "frame_interpolation"
 AMT_SUBFOLDER = "amt"
 #: Folder names the seed pack is installed under (git clone / registry install).
 SEED_PACK_FOLDERS = ("ComfyUI-Frame-Interpolation", "comfyui-frame-interpolation")
+#: Where a disabled seed pack sits: renamed by hand, or moved by ComfyUI-Manager.
+SEED_PACK_DISABLED = ("{}.disabled", ".disabled/{}")
 #: The repository root, i.e. this pack's folder in `custom_nodes/`.
 PACK_ROOT = Path(__file__).resolve().parents[2]
 
@@ -203,7 +205,9 @@ def _checkpoint_dirs(roots: list[Path]) -> list[Path]:
     if models_dir:
         dirs.append(Path(models_dir) / AMT_SUBFOLDER)
     for custom_nodes in _folder_paths_of(fp, "custom_nodes"):
-        dirs += [custom_nodes / name / "ckpts" / AMT_SUBFOLDER for name in SEED_PACK_FOLDERS]
+        for name in SEED_PACK_FOLDERS:
+            folders = [name, *(pattern.format(name) for pattern in SEED_PACK_DISABLED)]
+            dirs += [custom_nodes / folder / "ckpts" / AMT_SUBFOLDER for folder in folders]
     dirs.append(PACK_ROOT / "ckpts" / AMT_SUBFOLDER)
     dirs += roots
     return list(dict.fromkeys(dirs))
