@@ -338,6 +338,8 @@ def test_state_list_parse_errors_are_clear(nodes, errors) -> None:
         states(nodes, "1, x", True)
     with pytest.raises(errors.InputError, match="runs backwards"):
         states(nodes, "5-2", True)
+    with pytest.raises(errors.InputError, match="'5-99999999' names more than 1,000,000 pairs; end the range"):
+        states(nodes, "5-99999999", True)  # refused at once, without a list of a hundred million numbers
     assert states(nodes, "1, 2,\n3,", True).frame_indices == [1, 2, 3]
 
 
@@ -406,7 +408,7 @@ def test_pixel_values_of_0_to_255_are_refused(nodes, errors) -> None:
         (0, "at least 1"),
         ([2, -1], "entry 1 is -1"),
         ([2, 2.5], "entry 1 must be a whole number, got 2.5"),
-        ([0, 0, 0], "every multiplier in the schedule is 0"),
+        ([0, 0, 0], "every multiplier the schedule gives the 3 frame pair"),
         (object(), "whole number or a list"),
         (["a"], "entry 0"),
     ],

@@ -190,8 +190,10 @@ def test_schedule_and_skip_plans_follow_the_seed_formulas() -> None:
     assert [item.source for item in skipped if not item.is_original] == [0, 0, 1, 1, 3, 3]
     with pytest.raises(InputError, match="entry 1 is -2"):
         amt_vfi.schedule_plan(n, [2, -2])
-    with pytest.raises(InputError, match="every multiplier in the schedule is 0"):
+    with pytest.raises(InputError, match="every multiplier the schedule gives the 4 frame pair"):
         amt_vfi.schedule_plan(n, [0, 0, 0, 0])
+    with pytest.raises(InputError, match=r"the 2 frame pair\(s\) is 0.*entries past the last pair are not used"):
+        amt_vfi.schedule_plan(3, [0, 0, 5])
     assert amt_vfi.multiplier_plan(n, 3.0) == amt_vfi.multiplier_plan(n, 3)
     with pytest.raises(InputError, match="multiplier must be a whole number, got 2.5"):
         amt_vfi.multiplier_plan(n, 2.5)

@@ -59,6 +59,11 @@ def _text_pieces(text: str) -> Iterator[str]:
     return (piece.strip() for piece in re.split(r"[,\n;]", text) if piece.strip())
 
 
+#: More pair indices than any IMAGE batch has pairs (a million 64x64 frames are 48 GB): a longer range is
+#: a mistake ("5-99999999" for "5 to the end") that would take the server's memory.
+MOST_FRAME_INDICES = 1_000_000
+
+
 def parse_frame_indices(text: str) -> list[int]:
     """Pair indices: "1,2,3" -> [1, 2, 3]; also newlines as separators, ranges "4-7" (inclusive) and empty pieces."""
     if not isinstance(text, str):
@@ -70,6 +75,11 @@ def parse_frame_indices(text: str) -> list[int]:
             first, last = int(span.group(1)), int(span.group(2))
             if last < first:
                 raise InputError(f"frame_indices: the range {piece!r} runs backwards; write it as {last}-{first}")
+            if len(indices) + last - first + 1 > MOST_FRAME_INDICES:
+                raise InputError(
+                    f"frame_indices: {piece!r} names more than {MOST_FRAME_INDICES:,} pairs; end the range at the "
+                    "last pair of the clip (its frame count minus 2)"
+                )
             indices += range(first, last + 1)
             continue
         try:

@@ -93,7 +93,10 @@ def schedule_plan(
         if value < 0:
             raise InputError(f"multiplier schedule entry {pair} is {value}: entries must be 0 or more")
     if not any(values):
-        raise InputError("every multiplier in the schedule is 0, which would output no frames at all")
+        raise InputError(
+            f"every multiplier the schedule gives the {pairs} frame pair(s) is 0, which would output no frames at "
+            "all (entries past the last pair are not used)"
+        )
     plan = [item for pair, value in enumerate(values) if value for item in _pair_frames(pair, value, skip)]
     if values[-1]:
         plan.append(PlannedFrame(frame_count - 1))
