@@ -2,32 +2,52 @@
 
 import amt_vfi
 model = amt_vfi.load_model("amt-s.pth")                  # any official checkpoint, .pth or .safetensors
-middle = model(img0, img1, torch.full((1, 1, 1, 1), 0.5))  # B x 3 x H x W, H and W multiples of 16
+middle = model(img0, img1, 0.5)                          # B x 3 x H x W, H and W multiples of 16
 
 engine = amt_vfi.Interpolator("amt-s", device="auto")   # any frame size, batching, fallbacks
 frames = engine.interpolate_pair(frame0, frame1, [0.25, 0.5, 0.75])  # H x W x C in, T x H x W x 3 out
 """
 
-from .checkpoints import (
-    OFFICIAL_CHECKPOINTS,
-    convert_to_safetensors,
-    load_model,
-    resolve_checkpoint,
-    standin_state_dict,
-)
-from .engine import (
-    Interpolator,
-    PlannedFrame,
-    multiplier_plan,
-    release_models,
-    retime_plan,
-    schedule_plan,
-    skip_predicate,
-)
+from __future__ import annotations
+
+import importlib
+
 from .errors import AmtVfiError, CheckpointError, CheckpointNotFoundError, InputError, OutOfMemoryError
-from .network import AMT, VARIANTS
 
 __version__ = "0.1.0"
+
+# The rest of the public names, each imported from its module when first used: importing the package
+# loads no torch, so the `amt-vfi` command can answer a Ctrl-C while torch loads (see cli/__init__.py).
+_LAZY = {
+    "OFFICIAL_CHECKPOINTS": ".checkpoints",
+    "convert_to_safetensors": ".checkpoints",
+    "load_model": ".checkpoints",
+    "resolve_checkpoint": ".checkpoints",
+    "standin_state_dict": ".checkpoints",
+    "Interpolator": ".engine",
+    "PlannedFrame": ".engine",
+    "multiplier_plan": ".engine",
+    "release_models": ".engine",
+    "retime_plan": ".engine",
+    "schedule_plan": ".engine",
+    "skip_predicate": ".engine",
+    "AMT": ".network",
+    "VARIANTS": ".network",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'amt_vfi' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # once imported, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AMT",

@@ -310,6 +310,30 @@ def test_failure_mid_run_leaves_no_partial_output(
     assert not out.exists() and _leftovers(tmp_path) == []
 
 
+_INTERRUPTED_WHILE_LOADING = """
+import sys
+
+class InterruptTheCommandImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "amt_vfi.cli.app":  # where torch gets imported: the slow part of the start
+            raise KeyboardInterrupt
+        return None
+
+from amt_vfi.cli import main
+
+print("torch imported before the command:", "torch" in sys.modules)
+sys.meta_path.insert(0, InterruptTheCommandImport())
+sys.exit(main(["in.mp4", "-o", "out.mp4"]))
+"""
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line() -> None:
+    done = subprocess.run([sys.executable, "-c", _INTERRUPTED_WHILE_LOADING], capture_output=True, text=True)
+    assert done.returncode == 130
+    assert done.stdout.strip() == "torch imported before the command: False"
+    assert done.stderr.strip() == "amt-vfi: interrupted; no output was written"
+
+
 def test_sigterm_ends_like_ctrl_c_and_leaves_nothing(tmp_path: Path) -> None:
     clip = tmp_path / "long.mp4"
     make_clip(clip, frames=120, size=(320, 240), audio_codec=None)

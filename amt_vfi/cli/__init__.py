@@ -1,5 +1,22 @@
-"""The `amt-vfi` command line."""
+"""The `amt-vfi` command line.
 
-from .main import build_parser, main
+`main` loads the command itself (and with it torch, which takes a moment) only when it is called, so a
+Ctrl-C during that start still ends in one line instead of a traceback.
+"""
 
-__all__ = ["build_parser", "main"]
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `amt-vfi` with `argv` (default: the process's arguments) and return its exit status."""
+    try:
+        from .app import main as run
+    except KeyboardInterrupt:
+        print("amt-vfi: interrupted; no output was written", file=sys.stderr)
+        return 130
+    return run(argv)
+
+
+__all__ = ["main"]
