@@ -263,10 +263,28 @@ def test_a_refilled_frame_buffer_is_refused(engine: amt_vfi.Interpolator) -> Non
             buffer.copy_(frame)
             yield buffer
 
-    with pytest.raises(InputError, match="frame 0 changed while frame 1 was read: .* yield buffer.clone"):
-        list(engine.run(refilled(), amt_vfi.multiplier_plan(3, 2)))
+    array = np.empty((32, 40, 3), dtype=np.float32)
+
+    def refilled_array():
+        for frame in clip:
+            array[...] = frame.numpy()
+            yield torch.from_numpy(array)  # a new tensor each time, over the same memory
+
+    plan = amt_vfi.multiplier_plan(3, 2)
+    for producer in (refilled, refilled_array):
+        with pytest.raises(InputError, match="frame 0 changed while frame 1 was read: .* yield buffer.clone"):
+            list(engine.run(producer(), plan))
+    expected = list(engine.run(iter(clip), plan))
     same_tensor_twice = [clip[0], clip[0], clip[1]]  # unchanged repeats are fine
-    assert len(list(engine.run(iter(same_tensor_twice), amt_vfi.multiplier_plan(3, 2)))) == 5
+    assert len(list(engine.run(iter(same_tensor_twice), plan))) == 5
+    batch = torch.empty_like(clip)
+
+    def slots_of_one_batch():  # a reader filling a preallocated batch slot by slot
+        for index, frame in enumerate(clip):
+            batch[index].copy_(frame)
+            yield batch[index]
+
+    assert all(torch.equal(a, b) for a, b in zip(engine.run(slots_of_one_batch(), plan), expected, strict=True))
 
 
 def test_scene_cut_holds_frames_instead_of_blending(engine: amt_vfi.Interpolator) -> None:

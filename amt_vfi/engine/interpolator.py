@@ -288,10 +288,10 @@ class Interpolator:
 
         Only the current pair is held (with `overlap`, also the one before it, whose frames are still on
         their way back), so memory does not grow with the length of the stream. Each frame must be a
-        tensor of its own, left unchanged once yielded (a refilled buffer is refused where torch counts
-        its changes). Originals come back bit-identical (first three channels), as views where they can.
-        Across a pair that `is_cut` flags, nothing is blended: in-between times before 0.5 hold the first
-        frame, later ones the second.
+        tensor of its own, left unchanged once yielded (a refilled buffer is refused, except in inference
+        mode, where torch counts no changes). Originals come back bit-identical (first three channels), as
+        views where they can. Across a pair that `is_cut` flags, nothing is blended: in-between times
+        before 0.5 hold the first frame, later ones the second.
         """
         window = _FrameWindow(iter(frames))
         self._streaming = True
@@ -310,7 +310,7 @@ class Interpolator:
                     frame0 = window.get(source)
                     version = _version_of(frame0)
                     frame1 = window.get(source + 1)
-                    if _version_of(frame0) != version:
+                    if _refilled(frame0, version, frame1):
                         raise InputError(
                             f"frame {source} changed while frame {source + 1} was read: the frame iterator must "
                             "yield a new tensor for every frame (e.g. yield buffer.clone()), not refill one"
@@ -439,6 +439,26 @@ class _FrameWindow:
 def _version_of(frame: torch.Tensor) -> int | None:
     """How often `frame` was modified in place; None for inference-mode tensors, which do not count."""
     return None if frame.is_inference() else frame._version
+
+
+def _byte_range(frame: torch.Tensor) -> tuple[int, int]:
+    """The first and one-past-last byte a (non-empty, non-negatively strided) tensor touches."""
+    last = sum((size - 1) * stride for size, stride in zip(frame.shape, frame.stride(), strict=True))
+    return frame.data_ptr(), frame.data_ptr() + (last + 1) * frame.element_size()
+
+
+def _refilled(earlier: torch.Tensor, version: int | None, later: torch.Tensor) -> bool:
+    """True when `later` was written where `earlier` lies: a producer refilling one tensor (its change
+    count moved) or one array behind new `torch.from_numpy` tensors. The same tensor (or a view of the
+    same batch) yielded again unchanged is fine, and so are slots of one batch, which do not overlap.
+    Inference-mode tensors keep no change count, so their refills cannot be told from repeats."""
+    if earlier.numel() == 0 or later.numel() == 0 or earlier.device != later.device:
+        return False
+    (start0, end0), (start1, end1) = _byte_range(earlier), _byte_range(later)
+    if start1 >= end0 or start0 >= end1:
+        return False
+    same_tensor = later is earlier or (later._base is not None and later._base is earlier._base)
+    return not same_tensor or (version is not None and _version_of(earlier) != version)
 
 
 def frames_in_order(frames: torch.Tensor) -> Iterator[torch.Tensor]:
