@@ -11,6 +11,8 @@ frames = engine.interpolate_pair(frame0, frame1, [0.25, 0.5, 0.75])  # H x W x C
 from __future__ import annotations
 
 import importlib
+import importlib.util
+from typing import TYPE_CHECKING
 
 from .errors import AmtVfiError, CheckpointError, CheckpointNotFoundError, InputError, OutOfMemoryError
 
@@ -36,11 +38,34 @@ _LAZY = {
 }
 
 
+if TYPE_CHECKING:  # what the names are, for type checkers and editors
+    from .checkpoints import (
+        OFFICIAL_CHECKPOINTS,
+        convert_to_safetensors,
+        load_model,
+        resolve_checkpoint,
+        standin_state_dict,
+    )
+    from .engine import (
+        Interpolator,
+        PlannedFrame,
+        multiplier_plan,
+        release_models,
+        retime_plan,
+        schedule_plan,
+        skip_predicate,
+    )
+    from .network import AMT, VARIANTS
+
+
 def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
+    """A public name, or a sub-package such as `amt_vfi.engine`, imported on first use."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
         raise AttributeError(f"module 'amt_vfi' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value  # once imported, an ordinary attribute
     return value
 

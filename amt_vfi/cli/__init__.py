@@ -19,4 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     return run(argv)
 
 
-__all__ = ["main"]
+def __getattr__(name: str) -> object:
+    """`build_parser` (the command's arguments, e.g. for documentation tools), loaded on first use."""
+    if name == "build_parser":
+        from .app import build_parser
+
+        return build_parser
+    raise AttributeError(f"module 'amt_vfi.cli' has no attribute {name!r}")
+
+
+__all__ = ["build_parser", "main"]
