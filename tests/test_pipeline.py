@@ -46,15 +46,24 @@ def _pictures(folder: Path, count: int) -> Path:
 def test_outputs_that_would_destroy_what_the_user_has_are_refused(tmp_path: Path) -> None:
     source = _pictures(tmp_path / "in", 2)
     first = (source / "f0.png").read_bytes()
-    with pytest.raises(InputError, match="is a file of the input folder"):
-        interpolate_file(source, source / "f0.png", overwrite=True)
+    with pytest.raises(InputError, match=r"\.png is not a video format amt-vfi writes"):
+        interpolate_file(source, source / "f0.png", overwrite=True)  # an input picture is never replaced
     assert (source / "f0.png").read_bytes() == first
+    preview = source / "preview.mp4"
+    interpolate_file(source, preview)
+    interpolate_file(source, preview, overwrite=True)  # a video beside the pictures is not one of them
     home = tmp_path / "Videos"
     (home / "holiday").mkdir(parents=True)
     (home / "notes.txt").write_text("keep me")
     with pytest.raises(OutputExistsError, match=r"holds files amt-vfi did not write \(holiday, notes.txt\)"):
         interpolate_file(source, home, overwrite=True)
     assert (home / "notes.txt").read_text() == "keep me"
+    lookalikes = tmp_path / "lookalikes"
+    lookalikes.mkdir()
+    for name in ("frame_000000.json", ".env", "frame_000001.png"):
+        (lookalikes / name).write_text("keep me")
+    with pytest.raises(OutputExistsError, match=r"\(\.env, frame_000000\.json\)"):
+        interpolate_file(source, lookalikes, overwrite=True)
     for name in ("out.mp5", "out.png", "clip.mkvv"):
         with pytest.raises(InputError, match=f"{name.split('.')[1]} is not a video format amt-vfi writes"):
             interpolate_file(source, tmp_path / name)
@@ -66,7 +75,8 @@ def test_a_folder_of_earlier_frames_is_replaced_and_any_name_may_be_a_folder(tmp
     out = tmp_path / "take.v2"
     out.mkdir()  # an existing folder may have a dot in its name
     interpolate_file(source, out)
-    (out / ".DS_Store").write_bytes(b"")
+    for clutter in (".DS_Store", "Thumbs.db", "._frame_000000.png"):
+        (out / clutter).write_bytes(b"")
     interpolate_file(source, out, JobSettings(timing=Timing(multiplier=3)), overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == [f"frame_00000{i}.png" for i in range(4)]
 

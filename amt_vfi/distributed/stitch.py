@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import av
 
-from ..media import OUTPUT_PATTERN, OutputWriteError
+from ..media import OutputWriteError, frame_file_name
 from ..media.atomic import atomic_output
 from ..media.errors import translate_errors
 from ..media.tracks import TrackCarrier, packet_time
@@ -116,5 +116,5 @@ def assemble_folder(parts: Sequence[Part], output: Path, *, overwrite: bool, suf
     ):
         for part in parts:
             for index in range(part.frames):
-                name = OUTPUT_PATTERN.format(index) + suffix
-                _link(part.path / name, temp / (OUTPUT_PATTERN.format(part.first_output + index) + suffix))
+                target = frame_file_name(part.first_output + index, suffix)
+                _link(part.path / frame_file_name(index, suffix), temp / target)

@@ -23,13 +23,13 @@ from .errors import (
     UnreadableInputError,
     UnsupportedOutputError,
 )
-from .images import OUTPUT_PATTERN, ImageFolderSink, ImageFolderSource
+from .images import ImageFolderSink, ImageFolderSource
+from .naming import frame_file_name
 from .video import DEFAULT_CODEC, VideoSink, VideoSource, display_rotation
 
 __all__ = [
     "DEFAULT_CODEC",
     "IMAGE_EXTENSIONS",
-    "OUTPUT_PATTERN",
     "VIDEO_EXTENSIONS",
     "FrameSink",
     "FrameSource",
@@ -48,6 +48,7 @@ __all__ = [
     "VideoSink",
     "VideoSource",
     "absolute_path",
+    "frame_file_name",
     "is_video_output",
     "open_sink",
     "open_source",
@@ -103,7 +104,7 @@ def open_sink(
     itself, which spares probing the file. ``picture_format`` is how a folder output stores its frames
     (a source's ``info.picture_format`` keeps DPX sequences DPX).
     Raises :class:`OutputExistsError` when ``path`` exists (an empty folder does not count) and
-    ``overwrite`` is false.
+    ``overwrite`` is false, or when it is a folder holding anything but an earlier output's frames.
     """
     target = absolute_path(path)
     if not is_video_output(target):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from ..temp_files import new_sibling
 from .errors import OutputExistsError, OutputWriteError, translate_errors
+from .naming import is_frame_file
 
 
 def is_vacant(path: Path) -> bool:
@@ -27,16 +27,19 @@ def is_vacant(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
 
-# The files of an earlier image-folder output (frame_000000.png, ... as media.images names them).
-_FRAME_FILE = re.compile(r"frame_\d{6,}\.[A-Za-z]+")
+# Files that file managers leave in any folder they show (macOS, Windows).
+_SYSTEM_CLUTTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
 
 def _foreign_entries(folder: Path) -> list[str]:
-    """What in `folder` is neither a frame file nor a hidden file (.DS_Store and the like)."""
+    """What in `folder` is neither a frame of an earlier output nor a file manager's clutter."""
     return sorted(
         entry.name
         for entry in folder.iterdir()
-        if not (entry.is_file() and (_FRAME_FILE.fullmatch(entry.name) or entry.name.startswith(".")))
+        if not (
+            entry.is_file()
+            and (is_frame_file(entry.name) or entry.name in _SYSTEM_CLUTTER or entry.name.startswith("._"))
+        )
     )
 
 
@@ -53,7 +56,8 @@ def check_destination(path: Path, overwrite: bool) -> None:
             shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise OutputExistsError(
                 f"Output folder {path} holds files amt-vfi did not write ({shown}); it replaces a folder only when "
-                "it holds nothing but frame_NNNNNN pictures: choose a new or empty folder"
+                "it holds nothing but the frame_NNNNNN.png (or .dpx) pictures of an earlier output: choose a new or "
+                "empty folder"
             )
 
 

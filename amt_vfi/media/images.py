@@ -3,10 +3,8 @@
 PNG, TIFF and DPX are decoded with FFmpeg's image decoders because Pillow reduces 16-bit colour images
 to 8 bits (and cannot read DPX); the other formats (JPEG, WebP, BMP) only hold 8-bit data and go through
 Pillow. Frames are turned upright by their EXIF orientation (phone and camera pictures), as image viewers
-show them. Output frames are named ``frame_000000.png``, ``frame_000001.png``, ... (six digits,
-zero-based, so the number is the frame index; more digits appear past 999999 and natural sorting keeps
-the order): PNGs, or DPX files of the input's bit depth when the input is a DPX sequence (film scans
-and VFX plates stay in their format).
+show them. Output frames (named as `naming` says) are PNGs, or DPX files of the input's bit depth when the
+input is a DPX sequence (film scans and VFX plates stay in their format).
 """
 
 from __future__ import annotations
@@ -41,9 +39,9 @@ from .errors import (
     UnreadableInputError,
     translate_errors,
 )
+from .naming import frame_file_name
 
 DEFAULT_IMAGE_FPS = Fraction(24)
-OUTPUT_PATTERN = "frame_{:06d}"  # + the picture format's suffix
 
 # Formats that can carry 16-bit colour, recognised by their magic bytes (DPX: big- and little-endian).
 _FFMPEG_DECODERS = {b"\x89PNG": "png", b"II*\x00": "tiff", b"MM\x00*": "tiff", b"SDPX": "dpx", b"XPDS": "dpx"}
@@ -260,7 +258,7 @@ class ImageFolderSink(FrameSink):
         """Nothing to open: each frame is its own file."""
 
     def _write(self, frame: np.ndarray) -> None:
-        target = self._temp / (OUTPUT_PATTERN.format(self.frames_written) + self._picture_format.suffix)
+        target = self._temp / frame_file_name(self.frames_written, self._picture_format.suffix)
         upright = np.ascontiguousarray(np.rot90(frame, self._quarter_turns)) if self._quarter_turns else frame
         with translate_errors(OutputWriteError, f"Cannot write {target.name} for output {self.path}"):
             target.write_bytes(encode_picture(upright, self._picture_format))

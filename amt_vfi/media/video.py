@@ -407,7 +407,7 @@ def check_crf(codec: str, crf: int) -> None:
     """Refuse a quality value the encoder would reject only when it opens, after the work has begun."""
     most = _MOST_CRF.get(codec)
     if most is not None and crf > most:
-        raise UnsupportedOutputError(f"crf {crf} is beyond {codec}'s range of 0 to {most}; use --crf {most} or less")
+        raise UnsupportedOutputError(f"crf (--crf) {crf} is beyond {codec}'s range of 0 to {most}; use {most} or less")
 
 
 def check_video_output(path: Path, codec: str = DEFAULT_CODEC) -> None:

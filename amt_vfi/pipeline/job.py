@@ -218,8 +218,6 @@ def check_output(input_path: Path, output: Path, overwrite: bool, codec: str = D
             f"OUTPUT {output} is a folder holding the input {input_path}; replacing it would delete the input, "
             "choose another path"
         )
-    if input_path.is_dir() and output.is_file() and output.resolve().parent == input_path.resolve():
-        raise InputError(f"OUTPUT {output} is a file of the input folder {input_path}; choose a path outside it")
     destination = output.absolute()
     check_destination(destination, overwrite)
     if is_video_output(destination):
@@ -342,8 +340,8 @@ def interpolate_file(
     if not isinstance(settings, JobSettings):
         raise InputError(f"settings must be a JobSettings, e.g. JobSettings(timing=Timing(fps=60)), got {settings!r}")
     input_path, output = Path(input_path), Path(output)
-    check_output(input_path, output, overwrite, settings.codec)
     check_output_name(output)
+    check_output(input_path, output, overwrite, settings.codec)
     settings.resolve_model()  # a missing model is reported before the input is read (dedup reads it all)
     with settings.open_source(input_path) as source:
         keyframes = None if settings.dedup_threshold is None else keyframes_of(source, settings.dedup_threshold)
