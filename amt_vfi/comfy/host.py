@@ -23,8 +23,6 @@ FOLDER_KEY = "frame_interpolation"
 AMT_SUBFOLDER = "amt"
 #: Folder names the seed pack is installed under (git clone / registry install).
 SEED_PACK_FOLDERS = ("ComfyUI-Frame-Interpolation", "comfyui-frame-interpolation")
-#: Where a disabled seed pack sits: renamed by hand, or moved by ComfyUI-Manager.
-SEED_PACK_DISABLED = ("{}.disabled", ".disabled/{}")
 #: The repository root, i.e. this pack's folder in `custom_nodes/`.
 PACK_ROOT = Path(__file__).resolve().parents[2]
 
@@ -196,6 +194,20 @@ def checkpoint_dirs() -> list[Path]:
     return _checkpoint_dirs(frame_interpolation_roots())
 
 
+def _seed_pack_folders(custom_nodes: Path) -> list[Path]:
+    """The seed pack's folders in `custom_nodes`: installed, renamed to `<name>.disabled`, or moved into
+    `.disabled/` by ComfyUI-Manager (as `<id>@<version>` in lower case, or under its own name)."""
+    folders = [custom_nodes / name for name in SEED_PACK_FOLDERS]
+    folders += [custom_nodes / f"{name}.disabled" for name in SEED_PACK_FOLDERS]
+    parked = custom_nodes / ".disabled"
+    try:
+        entries = sorted(parked.iterdir()) if parked.is_dir() else []
+    except OSError:
+        entries = []
+    ids = {name.lower() for name in SEED_PACK_FOLDERS}
+    return folders + [entry for entry in entries if entry.name.lower().split("@")[0] in ids]
+
+
 def _checkpoint_dirs(roots: list[Path]) -> list[Path]:
     fp = _folder_paths()
     if fp is None:
@@ -205,9 +217,7 @@ def _checkpoint_dirs(roots: list[Path]) -> list[Path]:
     if models_dir:
         dirs.append(Path(models_dir) / AMT_SUBFOLDER)
     for custom_nodes in _folder_paths_of(fp, "custom_nodes"):
-        for name in SEED_PACK_FOLDERS:
-            folders = [name, *(pattern.format(name) for pattern in SEED_PACK_DISABLED)]
-            dirs += [custom_nodes / folder / "ckpts" / AMT_SUBFOLDER for folder in folders]
+        dirs += [folder / "ckpts" / AMT_SUBFOLDER for folder in _seed_pack_folders(custom_nodes)]
     dirs.append(PACK_ROOT / "ckpts" / AMT_SUBFOLDER)
     dirs += roots
     return list(dict.fromkeys(dirs))
