@@ -627,8 +627,8 @@ def test_checkpoint_folders_inside_comfyui(pack, fake_folder_paths) -> None:
     torch.save({"state_dict": standin_state_dict("amt-s")}, seed_ckpts / "gopro_amt-s.pth")
     assert models.resolve("gopro_amt-s.pth") == seed_ckpts / "gopro_amt-s.pth"  # a migrating user's file
     for disabled, name in (
-        ("ComfyUI-Frame-Interpolation.disabled", "amt-l.pth"),
-        (".disabled/ComfyUI-Frame-Interpolation", "amt-g.pth"),
+        ("ComfyUI-Frame-Interpolation.disabled", "amt-l.pth"),  # renamed by hand
+        (".disabled/comfyui-frame-interpolation@1_0_7", "amt-g.pth"),  # parked by ComfyUI-Manager
     ):
         folder = base / "custom_nodes" / disabled / "ckpts" / "amt"
         folder.mkdir(parents=True)
