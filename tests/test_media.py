@@ -225,9 +225,10 @@ def test_chapters_are_carried(tmp_path: Path, suffix: str) -> None:
 def test_chapters_stay_with_the_picture_when_the_sound_starts_first(tmp_path: Path, suffix: str) -> None:
     source, film = tmp_path / "src.mp4", tmp_path / "film.mkv"
     frames = make_clip(source, frames=36, size=(64, 48), timestamps=range(12, 48))  # video from 0.5 s, sound from 0
-    add_chapters(source, [(0.0, 1.0, "Intro"), (1.0, 2.0, "Main")], film)
+    add_chapters(source, [(0.0, 0.3, "Cold open"), (0.3, 1.0, "Intro"), (1.0, 2.0, "Main")], film)
     out = tmp_path / f"out{suffix}"
     write_all(open_sink(out, fps=Fraction(24), width=64, height=48, tracks_from=film), frames)
+    assert [(round(start, 1), title) for start, _, title in chapters_of(out)[:2]] == [(0.0, "Intro"), (0.5, "Main")]
     start, _, _ = chapters_of(film)[-1]
     assert 0.45 < start < 0.55  # after the first frame (the AAC priming moves it a little)
     assert chapters_of(out)[-1] == chapters_of(film)[-1]  # Matroska's muxer moved the packets, not the chapters

@@ -131,7 +131,7 @@ class TrackCarrier:
                     self._add_subtitles(output, stream, source)
         for index, target in self._targets.items():
             _copy_labels(self._input.streams[index], target)
-        self._chapter_offset = self._offset - self._muxer_lead(output)
+        self._lead = self._muxer_lead(output)
         chapters = [chapter for chapter in map(self._chapter_shifted, self._input.chapters()) if chapter]
         if chapters:
             output.set_chapters(chapters)
@@ -191,10 +191,12 @@ class TrackCarrier:
         return max([Fraction(0)] + [self._offset - _stream_start(stream) for stream in audio])
 
     def _chapter_shifted(self, chapter: dict) -> dict | None:
-        """A chapter (a film's scenes) in output time, like the tracks; None if it ends before the video."""
-        shift = round(self._chapter_offset / chapter["time_base"])
+        """A chapter (a film's scenes) in output time, like the tracks; None if it ends before the video.
+        Where the muxer will move the packets `_lead` later, the picture starts there."""
+        shift = round((self._offset - self._lead) / chapter["time_base"])
+        picture = round(self._lead / chapter["time_base"])
         start, end = chapter["start"] - shift, chapter["end"] - shift
-        return {**chapter, "start": max(start, 0), "end": end} if end > 0 else None
+        return {**chapter, "start": max(start, picture), "end": end} if end > picture else None
 
     def _shifted(self, packet: av.Packet) -> av.Packet | None:
         """`packet` moved to output time; a subtitle that ends before the first video frame is dropped
