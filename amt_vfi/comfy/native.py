@@ -116,6 +116,8 @@ class AMTFrameInterpolationModel(nn.Module):
         return self._engine
 
     def _frames_at(self, img0: torch.Tensor, img1: torch.Tensor, times: list[float]) -> torch.Tensor:
+        """T x C x H x W float32 on the CPU: the engine hands its frames back there, and core's node
+        collects them there (its offload device), so they are not copied back to the GPU in between."""
         if img0.dim() != 4 or img0.shape[1] < 3 or img0.shape != img1.shape:
             raise InputError(
                 "expected two 1 x C x H x W frames (C >= 3) of one size, "
@@ -124,7 +126,7 @@ class AMTFrameInterpolationModel(nn.Module):
         if any(math.isnan(t) for t in times):
             raise InputError(f"time steps must be numbers from 0 to 1, got {times}")
         channels, height, width = img0.shape[1:]
-        out = torch.empty((len(times), channels, height, width), dtype=torch.float32, device=img0.device)
+        out = torch.empty((len(times), channels, height, width), dtype=torch.float32)
         inside = [i for i, t in enumerate(times) if 0.0 < t < 1.0]
         for i, t in enumerate(times):  # the ends are the inputs (AMT itself gives NaN at exactly 0 and 1)
             if t <= 0.0:
@@ -135,10 +137,10 @@ class AMTFrameInterpolationModel(nn.Module):
             inside_times = [times[i] for i in inside]
             engine = self._interpolator(img0.device)
             frames = engine.interpolate_pair(img0[0].movedim(0, -1), img1[0].movedim(0, -1), inside_times)
-            out[inside, :3] = frames.movedim(-1, 1).to(img0.device)
+            out[inside, :3] = frames.movedim(-1, 1)
             if channels > 3:  # alpha and other extra channels: blended linearly
-                weights = torch.tensor(inside_times, dtype=torch.float32, device=img0.device).view(-1, 1, 1, 1)
-                out[inside, 3:] = (1 - weights) * img0[:, 3:].float() + weights * img1[:, 3:].float()
+                weights = torch.tensor(inside_times, dtype=torch.float32).view(-1, 1, 1, 1)
+                out[inside, 3:] = (1 - weights) * img0[:, 3:].float().cpu() + weights * img1[:, 3:].float().cpu()
         return out
 
 
