@@ -448,13 +448,20 @@ def test_dpx_sequences_are_read_at_full_depth_and_written_as_dpx(
     assert all(np.array_equal(read_image(out / f"frame_00000{i}.dpx"), frames[i]) for i in range(2))
 
 
-def test_an_openexr_folder_is_refused_with_what_to_do(tmp_path: Path) -> None:
+def test_an_openexr_folder_is_refused_with_what_to_do(tmp_path: Path, caplog) -> None:
     folder = tmp_path / "renders"
     folder.mkdir()
     for index in range(2):
         (folder / f"beauty.{index:04d}.exr").write_bytes(b"v/1\x01")
     with pytest.raises(UnreadableInputError, match="OpenEXR images.*convert them to 16-bit TIFF or PNG, or to DPX"):
         open_source(folder)
+    Image.fromarray(pattern(0, 16, 8)).save(folder / "thumb.png")  # one stray picture beside the renders
+    with pytest.raises(UnreadableInputError, match="OpenEXR images"):
+        open_source(folder)
+    Image.fromarray(pattern(1, 16, 8)).save(folder / "thumb2.png")
+    with caplog.at_level("WARNING"), open_source(folder) as source:
+        assert source.info.frame_count == 2
+    assert "leaving out the 2 OpenEXR images of" in caplog.text
 
 
 def test_a_dpx_file_cut_short_is_a_clear_error(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ input is a DPX sequence (film scans and VFX plates stay in their format).
 from __future__ import annotations
 
 import io
+import logging
 import re
 import struct
 from collections.abc import Iterator
@@ -40,6 +41,8 @@ from .errors import (
     translate_errors,
 )
 from .naming import frame_file_name
+
+log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_FPS = Fraction(24)
 
@@ -173,11 +176,19 @@ class ImageFolderSource(FrameSource):
                 f"Input folder {folder} has no images but holds videos ({', '.join(videos[:3])}, ...): give "
                 "each video as an input (a list file can name them), or the folder alone to do every video in it"
             )
-        if not files and any(p.suffix.lower() == ".exr" for p in folder.iterdir()):
+        openexr = sorted(p.name for p in folder.iterdir() if p.suffix.lower() == ".exr")
+        if openexr and len(files) < 2:
             raise UnreadableInputError(
                 f"Input folder {folder} holds OpenEXR images, which amt-vfi does not read (their linear-light "
                 "values above 1 would need a tone curve the network was not trained on); convert them to 16-bit "
                 "TIFF or PNG, or to DPX, first"
+            )
+        if openexr:
+            log.warning(
+                "leaving out the %d OpenEXR images of %s (%s, ...): amt-vfi does not read OpenEXR",
+                len(openexr),
+                folder,
+                openexr[0],
             )
         if len(files) < 2:
             found = "no images" if not files else f"only one image ({files[0].name})"
