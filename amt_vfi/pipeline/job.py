@@ -210,7 +210,8 @@ class JobSettings:
 
 def check_output(input_path: Path, output: Path, overwrite: bool, codec: str = DEFAULT_CODEC) -> None:
     """Refuse to write over the input (or a folder holding it), over an existing output without
-    `overwrite`, or a video whose container cannot hold `codec` (all before any work)."""
+    `overwrite` (or, even with it, a folder holding more than an earlier output's frames), or a video
+    whose container cannot hold `codec` (all before any work)."""
     if input_path.exists() and output.resolve() == input_path.resolve():
         raise InputError(f"OUTPUT {output} is the input; choose another path")
     if input_path.exists() and input_path.resolve().is_relative_to(output.resolve()):
