@@ -201,6 +201,10 @@ def test_codec_mistakes_are_refused_before_the_work(clip24: Path, tmp_path: Path
     _fails(
         [str(clip24), "-o", str(out), "--codec", "libx265", "--crf", "60"], capsys, "beyond libx265's range of 0 to 51"
     )
+    webm = tmp_path / "o.webm"  # the default is VP9 there, but H.264 asked for by name is not swapped silently
+    _fails(
+        [str(clip24), "-o", str(webm), "--codec", "libx264"], capsys, "Codec libx264 cannot be stored in .webm files"
+    )
     assert not out.exists() and _leftovers(tmp_path) == []
 
 

@@ -19,7 +19,7 @@ from ..distributed import DEFAULT_CHUNK_FRAMES, ChunkEvent, interpolate_distribu
 from ..engine import DEFAULT_CUT_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, DEVICE_CHOICES, PRECISION_CHOICES
 from ..engine.padding import alignment_for
 from ..errors import AmtVfiError, InputError
-from ..media import absolute_path
+from ..media import DEFAULT_CODEC, absolute_path
 from ..network import CHECKPOINT_VARIANTS, CORRELATION_MODES
 from ..pipeline import JobReport, JobSettings, Timing, interpolate_file, option_problem
 
@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     media = parser.add_argument_group("input and output")
     media.add_argument("--input-fps", type=_rate, help="frame rate of an image-folder input (default 24)")
     media.add_argument("--crf", type=_crf, default=18, help="video quality, lower is better (default 18)")
-    media.add_argument("--codec", default="libx264", help="video codec (default libx264; e.g. libx265, ffv1)")
+    media.add_argument(
+        "--codec", default=DEFAULT_CODEC, help="video codec (default auto: H.264, VP9 in WebM; e.g. libx265, ffv1)"
+    )
     media.add_argument(
         "--scene-threshold",
         type=_cut_threshold,

@@ -41,7 +41,10 @@ from .tracks import TrackCarrier, packet_time
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CODEC = "libx264"
+# H.264 (libx264), or the container's own codec where it cannot hold H.264 (VP9 in WebM); a codec named
+# explicitly is used as it is, or refused.
+DEFAULT_CODEC = "auto"
+_H264 = "libx264"
 # Frames whose timestamps are checked for a variable frame rate, plus slack for B-frame reordering:
 # sorting the pts of the first N + margin packets yields the first N presentation timestamps.
 VFR_SAMPLE = 50
@@ -392,10 +395,11 @@ def _subsampling(pixel_format: str) -> tuple[int, int]:
 
 
 def _stored_codec(container: av.container.OutputContainer, codec: str, path: Path) -> str:
-    """The codec the video of `path` is encoded with: `codec`, or for the default one the container's
+    """The codec the video of `path` is encoded with: `codec`, or for 'auto' H.264, or the container's
     own where the container cannot hold H.264 (WebM)."""
-    if codec == DEFAULT_CODEC and codec not in container.supported_codecs:
-        codec = _NATIVE_CODECS.get(container.format.name, container.default_video_codec)
+    if codec == DEFAULT_CODEC:
+        native = _NATIVE_CODECS.get(container.format.name, container.default_video_codec)
+        codec = _H264 if _H264 in container.supported_codecs else native
     if codec not in container.supported_codecs:
         raise UnsupportedOutputError(
             f"Codec {codec} cannot be stored in {path.suffix} files ({path}); pick another codec or container"
@@ -410,12 +414,7 @@ def check_crf(codec: str, crf: int) -> None:
         raise UnsupportedOutputError(f"crf (--crf) {crf} is beyond {codec}'s range of 0 to {most}; use {most} or less")
 
 
-def check_video_output(path: Path, codec: str = DEFAULT_CODEC) -> None:
-    """Refuse, before any work, an output `path` whose container is unknown or cannot hold `codec`."""
-    container_format = CONTAINER_FORMATS.get(path.suffix.lower())
-    if container_format is None:
-        known = ", ".join(sorted(CONTAINER_FORMATS))
-        raise UnsupportedOutputError(f"Cannot write {path}: use one of {known} or an output folder for PNGs")
+def _check_video_encoder(codec: str, path: Path) -> None:
     if codec not in av.codecs_available:
         raise UnsupportedOutputError(f"Codec {codec} is not available for {path}; pick another codec")
     try:
@@ -424,8 +423,18 @@ def check_video_output(path: Path, codec: str = DEFAULT_CODEC) -> None:
         kind = None
     if kind != "video":
         raise UnsupportedOutputError(
-            f"Codec {codec} is not a video encoder; pick one such as {DEFAULT_CODEC}, libx265 or ffv1 for {path}"
+            f"Codec {codec} is not a video encoder; pick one such as {_H264}, libx265 or ffv1 for {path}"
         )
+
+
+def check_video_output(path: Path, codec: str = DEFAULT_CODEC) -> None:
+    """Refuse, before any work, an output `path` whose container is unknown or cannot hold `codec`."""
+    container_format = CONTAINER_FORMATS.get(path.suffix.lower())
+    if container_format is None:
+        known = ", ".join(sorted(CONTAINER_FORMATS))
+        raise UnsupportedOutputError(f"Cannot write {path}: use one of {known} or an output folder for PNGs")
+    if codec != DEFAULT_CODEC:
+        _check_video_encoder(codec, path)
     with av.open(io.BytesIO(), "w", format=container_format) as container:
         _stored_codec(container, codec, path)
 
