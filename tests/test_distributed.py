@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,8 +36,9 @@ from media_helpers import (
 from amt_vfi.cli import main
 from amt_vfi.distributed import choose_boundaries, expand_batch, interpolate_distributed, is_batch, make_chunks
 from amt_vfi.distributed.manifest import settings_key
+from amt_vfi.distributed.runner import _discard_unfinished
 from amt_vfi.engine import multiplier_plan, retime_plan
-from amt_vfi.errors import AmtVfiError
+from amt_vfi.errors import AmtVfiError, InputError
 from amt_vfi.media.images import read_image
 from amt_vfi.pipeline import JobSettings, Timing
 
@@ -148,6 +150,13 @@ def test_usage_errors(tmp_path: Path, scenes: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(SystemExit) as caught:
         main([str(scenes), "-o", str(tmp_path / "out"), "--workers", "2"])
     assert caught.value.code == 2 and "add --ray" in capsys.readouterr().err
+    typo = tmp_path / "shots.txtt"  # a list file that is not there is not found, whatever else is asked
+    assert main([str(typo), "-o", str(tmp_path / "out"), "--workers", "2"]) == 1
+    assert f"{typo} does not exist" in capsys.readouterr().err
+    plain = tmp_path / "plain"
+    plain.write_text("a file, not a folder")
+    with pytest.raises(InputError, match="must be a folder when the input is many clips"):
+        interpolate_distributed([scenes, scenes.parent], plain)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     assert main([str(scenes), "-o", str(tmp_path / "out"), "--ray"]) == 1
     err = capsys.readouterr().err
@@ -336,9 +345,37 @@ def test_a_one_clip_job_raises_its_error(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "taken.mp4"]
 
 
-def test_ctrl_c_stops_a_job_and_the_local_ray_it_started_quietly(tmp_path: Path) -> None:
-    """A real SIGINT to the CLI's process group (what a terminal's Ctrl-C does): exit status 130, the
-    finished chunks kept for a rerun, and no Ray chatter about retrying the tasks it was stopping."""
+def test_an_address_where_nothing_answers_fails_at_once(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=4, size=SIZE, audio_codec=None)
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(AmtVfiError, match=f"Cannot reach Ray at 127.0.0.1:{port}: .*start it"):
+        interpolate_distributed(clip, tmp_path / "out.mp4", address=f"127.0.0.1:{port}")
+    assert time.monotonic() - start < 30
+
+
+def test_unfinished_chunk_temps_are_discarded(tmp_path: Path) -> None:
+    work = tmp_path / ".out.amt-vfi-work"
+    (work / "clip" / ".chunk_00002.partial-1a2b3c4d").mkdir(parents=True)
+    (work / "clip" / ".chunk_00002.partial-1a2b3c4d" / "frame_000000.png").write_bytes(b"half")
+    (work / "clip" / "chunk_00000").mkdir()
+    (work / "clip" / "chunk_00000" / "frame_000000.png").write_bytes(b"done")
+    _discard_unfinished(work)
+    assert [p.name for p in (work / "clip").iterdir()] == ["chunk_00000"]
+    empty = tmp_path / ".empty.amt-vfi-work"
+    (empty / "clip").mkdir(parents=True)
+    _discard_unfinished(empty)
+    assert not empty.exists()
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
+def test_ctrl_c_stops_a_job_and_the_local_ray_it_started_quietly(tmp_path: Path, stop: str) -> None:
+    """A real SIGINT to the CLI's process group (what a terminal's Ctrl-C does), or a SIGTERM to the CLI
+    (what `kill` does; Ray's own handler would exit on the spot): exit status 130, the finished chunks
+    kept for a rerun, and no Ray chatter about retrying the tasks it was stopping."""
     source = write_folder(tmp_path / "in", [scene_frame(i, CUTS, *SIZE) for i in range(240)])
     out = tmp_path / "out"
     command = [sys.executable, "-m", "amt_vfi", str(source), "-o", str(out), "--ray", "--workers", "2"]
@@ -353,7 +390,10 @@ def test_ctrl_c_stops_a_job_and_the_local_ray_it_started_quietly(tmp_path: Path)
     while not _finished_chunks(out, source):
         assert job.poll() is None and time.monotonic() < deadline, job.communicate()[0][-2000:]
         time.sleep(0.1)
-    os.killpg(job.pid, signal.SIGINT)
+    if stop == "ctrl-c":
+        os.killpg(job.pid, signal.SIGINT)
+    else:
+        os.kill(job.pid, signal.SIGTERM)
     output = job.communicate(timeout=60)[0]
     assert job.returncode == 130, output[-2000:]
     assert "interrupted; finished chunks are kept; rerun the same command to resume" in output

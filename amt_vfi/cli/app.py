@@ -235,7 +235,7 @@ def _summary(report: JobReport) -> str:
 def _uses_ray(args: argparse.Namespace, input_path: Path, parser: argparse.ArgumentParser) -> bool:
     if args.ray is not None or is_batch(input_path):
         return True
-    if args.workers is not None or args.chunk_frames is not None:
+    if (args.workers is not None or args.chunk_frames is not None) and input_path.exists():  # else: "not found"
         parser.error("--workers and --chunk-frames apply to Ray jobs; add --ray")
     return False
 

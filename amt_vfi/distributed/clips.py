@@ -58,7 +58,7 @@ def expand_batch(path: Path) -> list[Path]:
 def batch_outputs(clips: list[Path], folder: Path) -> list[Path]:
     """One output per clip in `folder`: a video keeps its container (or becomes .mp4 when that container
     cannot be written), an image folder stays a folder. Two clips with one output name are refused."""
-    if is_video_output(folder):
+    if is_video_output(folder) or (folder.exists() and not folder.is_dir()):
         raise InputError(f"OUTPUT {folder} must be a folder when the input is many clips")
     outputs: dict[Path, Path] = {}
     for clip in clips:

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 import shutil
+import signal
+import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -23,7 +27,7 @@ from typing import Any
 from ..engine import PlannedFrame
 from ..errors import AmtVfiError, InputError
 from ..media import SourceInfo, absolute_path, is_video_output
-from ..media.atomic import check_destination
+from ..media.atomic import check_destination, discard
 from ..media.tracks import announce_left_out_tracks
 from ..media.video import CONTAINER_FORMATS
 from ..pipeline import JobSettings, check_output, check_output_name, plan_for
@@ -138,6 +142,10 @@ def _import_ray() -> Any:
     return ray
 
 
+# How long a cluster's address may take to answer before it counts as unreachable.
+_REACH_SECONDS = 5.0
+
+
 def _connect(ray: Any, address: str | None, quiet: bool) -> bool:
     """Join the cluster at `address`, or start a local one; False when this process was already connected.
     `quiet` keeps Ray's own warnings and the workers' output off the terminal (failures are still reported
@@ -145,6 +153,12 @@ def _connect(ray: Any, address: str | None, quiet: bool) -> bool:
     if ray.is_initialized():
         return False
     options = {"logging_level": logging.ERROR, "log_to_driver": False} if quiet else {"logging_level": logging.WARNING}
+    advice = "start it (ray start --head) or give --ray without an address"
+    if address:
+        _check_reachable(address, advice)
+    # ray.init makes SIGTERM exit on the spot; the caller's handler (the CLI unwinds like Ctrl-C) is put back.
+    main_thread = threading.current_thread() is threading.main_thread()
+    on_terminate = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
         if address:
             ray.init(address=address, **options)
@@ -152,10 +166,26 @@ def _connect(ray: Any, address: str | None, quiet: bool) -> bool:
             ray.init(address="local", include_dashboard=False, **options)
     except (ConnectionError, RuntimeError, ValueError) as error:
         reason = str(error).split(". ")[0].rstrip(".")  # Ray goes on about flags amt-vfi does not have
-        advice = "start it (ray start --head) or give --ray without an address" if address else "check the Ray install"
         where = f" at {address}" if address else ""
-        raise AmtVfiError(f"Cannot start or reach Ray{where}: {reason}; {advice}") from None
+        raise AmtVfiError(
+            f"Cannot start or reach Ray{where}: {reason}; {advice if address else 'check the Ray install'}"
+        ) from None
+    finally:
+        if on_terminate is not None:
+            signal.signal(signal.SIGTERM, on_terminate)
     return True
+
+
+def _check_reachable(address: str, advice: str) -> None:
+    """Fail at once where nothing answers at a cluster's address (`ray.init` retries there for minutes)."""
+    target = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
+    host, separator, port = target.removeprefix("ray://").rpartition(":")
+    if not separator or not port.isdigit():
+        return  # 'auto' without RAY_ADDRESS: Ray finds the local cluster itself, or says there is none
+    try:
+        socket.create_connection((host, int(port)), timeout=_REACH_SECONDS).close()
+    except OSError as error:
+        raise AmtVfiError(f"Cannot reach Ray at {target}: {error.strerror or error}; {advice}") from None
 
 
 def _worker_layout(ray: Any, settings: JobSettings, workers: int | None) -> tuple[int, dict[str, Any], int | None]:
@@ -420,6 +450,17 @@ def _prepare(
     return clips
 
 
+def _discard_unfinished(work: Path) -> None:
+    """Remove the temps of chunks whose workers were stopped mid-write (a failed one-clip job stops the
+    others), and the work folder itself when nothing finished is left in it."""
+    if not work.is_dir():
+        return
+    for temp in list(work.rglob(".*.partial-*")):
+        discard(temp)
+    if not any(path.is_file() for path in work.rglob("*")):
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def interpolate_distributed(
     inputs: str | Path | Sequence[str | Path],
     output: str | Path,
@@ -483,6 +524,7 @@ def interpolate_distributed(
                     ray.kill(actor)
             if started:
                 ray.shutdown()
+            _discard_unfinished(work_path(output))
     if not any(clip.failed for clip in clips):
         shutil.rmtree(work_path(output), ignore_errors=True)
     return DistributedReport([clip.report for clip in clips], names, time.perf_counter() - start)
