@@ -163,6 +163,18 @@ def test_usage_errors(tmp_path: Path, scenes: Path, monkeypatch: pytest.MonkeyPa
     assert "pip install 'amt-vfi[ray]'" in err and "Traceback" not in err
 
 
+def test_an_address_where_nothing_answers_fails_at_once(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=4, size=SIZE, audio_codec=None)
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(AmtVfiError, match=f"Cannot reach Ray at 127.0.0.1:{port}: .*start it"):
+        interpolate_distributed(clip, tmp_path / "out.mp4", address=f"127.0.0.1:{port}")
+    assert time.monotonic() - start < 30
+
+
 # -- on a local Ray -----------------------------------------------------------------------------------
 
 
@@ -343,18 +355,6 @@ def test_a_one_clip_job_raises_its_error(tmp_path: Path) -> None:
     with pytest.raises(AmtVfiError, match=r"Codec ffv1 cannot be stored in \.mov files \(.*/out\.mov\)"):
         interpolate_distributed(clip, tmp_path / "out.mov", JobSettings(codec="ffv1"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "taken.mp4"]
-
-
-def test_an_address_where_nothing_answers_fails_at_once(tmp_path: Path) -> None:
-    clip = tmp_path / "clip.mp4"
-    make_clip(clip, frames=4, size=SIZE, audio_codec=None)
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    start = time.monotonic()
-    with pytest.raises(AmtVfiError, match=f"Cannot reach Ray at 127.0.0.1:{port}: .*start it"):
-        interpolate_distributed(clip, tmp_path / "out.mp4", address=f"127.0.0.1:{port}")
-    assert time.monotonic() - start < 30
 
 
 def test_unfinished_chunk_temps_are_discarded(tmp_path: Path) -> None:
