@@ -425,6 +425,14 @@ def test_multiplier_accepts_numpy_tensor_tuple_and_whole_float(nodes, blend) -> 
         assert len(vfi(nodes, frames, multiplier)) == expected
 
 
+def test_scale_factors_are_checked_when_a_prompt_is_queued(pack) -> None:
+    for name in ("AMT VFI", "AMT Model Loader"):
+        validate = pack.NODE_CLASS_MAPPINGS[name].VALIDATE_INPUTS
+        assert validate(scale_factor=0.5) is True and validate() is True
+        assert "scale factor 0.3 is not usable" in validate(scale_factor=0.3)
+        assert "must be in (0, 1]" in validate(scale_factor=1.5)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -109,3 +109,29 @@ def test_workflow_runs_in_a_real_comfyui_server(
     new = [i for i in range(count) if i not in originals]
     for i in new:
         assert not any(np.array_equal(frames[i], frames[j]) for j in originals)
+
+
+def test_an_unusable_scale_factor_is_refused_when_the_prompt_is_queued(tmp_path: Path, amt_s_path: Path) -> None:
+    _harness_or_skip()
+    workflow = json.loads((ROOT / "example_workflows" / "amt_vfi_basic.json").read_text())
+    (node,) = [node for node in workflow.values() if node.get("class_type") == "AMT VFI"]
+    node["inputs"]["scale_factor"] = 0.3  # the slider offers it; 16 / 0.3 is not a whole number
+    bad = tmp_path / "bad_scale.json"
+    bad.write_text(json.dumps(workflow))
+    env = {key: value for key, value in os.environ.items() if key != "AMT_VFI_MODELS"}
+    env["AMT_VFI_CACHE"] = str(tmp_path / "cache")
+    command = [
+        sys.executable,
+        str(HARNESS / "run_workflow.py"),
+        "--pack", str(ROOT),
+        "--pack-name", PACK_NAME,
+        "--workflow", str(bad),
+        "--models-dir", str(_models(tmp_path, "frame_interpolation/amt", amt_s_path)),
+        "--timeout", "120",
+        "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode != 0
+    report = done.stdout + done.stderr
+    assert "rejected the workflow" in report, report[-3000:]
+    assert "scale factor 0.3 is not usable" in report and "Allowed scale_factor values: 1.0, 0.8, 0.5" in report

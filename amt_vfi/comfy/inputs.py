@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..engine.padding import alignment_for
+from ..errors import InputError
 from ..network import CORRELATION_MODES
 
 SCALE_FACTORS_HINT = "1.0, 0.8, 0.5, 0.4 or 0.25"
@@ -33,3 +35,26 @@ def scale_factor_input() -> tuple:
             f"Allowed: {SCALE_FACTORS_HINT}.",
         },
     )
+
+
+def checked_scale_factor(value: object) -> float:
+    """The scale_factor widget's value as a number the network can use, else a clear InputError."""
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"scale_factor must be a number ({SCALE_FACTORS_HINT}), got {value!r}") from None
+    try:
+        alignment_for(scale)
+    except InputError as error:
+        raise InputError(f"{error}. Allowed scale_factor values: {SCALE_FACTORS_HINT}") from None
+    return scale
+
+
+def validate_scale_factor(scale_factor: object) -> bool | str:
+    """ComfyUI's VALIDATE_INPUTS answer for the slider, which offers values in between the usable ones:
+    True, or why the value cannot run, shown when the prompt is queued instead of when the node runs."""
+    try:
+        checked_scale_factor(scale_factor)
+    except InputError as error:
+        return str(error)
+    return True

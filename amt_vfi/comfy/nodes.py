@@ -15,11 +15,10 @@ import torch
 from ..engine import Interpolator, PlannedFrame, frames_in_order, multiplier_plan, schedule_plan, skip_predicate
 from ..engine.devices import PRECISION_CHOICES
 from ..engine.interpolator import MOST_PIXEL_VALUE, looks_channels_first
-from ..engine.padding import alignment_for
 from ..engine.plan import SkipPredicate, plan_groups, whole_number
 from ..errors import InputError
 from . import host, models
-from .inputs import SCALE_FACTORS_HINT, correlation_input, scale_factor_input
+from .inputs import checked_scale_factor, correlation_input, scale_factor_input, validate_scale_factor
 from .native import AMTModelLoader
 
 CATEGORY = "ComfyUI-Frame-Interpolation/VFI"
@@ -217,14 +216,7 @@ def interpolate_frames(
     clear_every = whole_number(clear_cache_after_n_frames, "clear_cache_after_n_frames", "use e.g. 1 or 10")
     if clear_every < 1:
         raise InputError(f"clear_cache_after_n_frames must be at least 1, got {clear_every}")
-    try:
-        scale = float(scale_factor)
-    except (TypeError, ValueError):
-        raise InputError(f"scale_factor must be a number ({SCALE_FACTORS_HINT}), got {scale_factor!r}") from None
-    try:
-        alignment_for(scale)
-    except InputError as error:
-        raise InputError(f"{error}. Allowed scale_factor values: {SCALE_FACTORS_HINT}") from None
+    scale = checked_scale_factor(scale_factor)
     device = host.torch_device()
     interpolator = Interpolator(
         models.resolve(ckpt_name),
@@ -273,6 +265,11 @@ class AMT_VFI:  # noqa: N801 - the seed's class name
     FUNCTION = "vfi"
     RETURN_TYPES = ("IMAGE",)
     OUTPUT_TOOLTIPS = ("The input frames with the interpolated frames between them, in playback order.",)
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, scale_factor: float = 1.0) -> bool | str:  # noqa: N802 - ComfyUI's name
+        return validate_scale_factor(scale_factor)
+
     DESCRIPTION = (
         "Adds frames between every pair of input frames with AMT (All-Pairs Multi-Field Transforms). "
         "Same inputs and results as the ComfyUI-Frame-Interpolation 'AMT VFI' node, for any frame size, "
