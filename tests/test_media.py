@@ -221,6 +221,27 @@ def test_chapters_are_carried(tmp_path: Path, suffix: str) -> None:
     assert chapters_of(out) == chapters_of(film) and [title for *_, title in chapters_of(out)] == ["Intro", "Main"]
 
 
+def test_attached_fonts_are_carried_into_matroska_and_announced_elsewhere(tmp_path: Path, caplog) -> None:
+    source, film = tmp_path / "src.mp4", tmp_path / "film.mkv"
+    frames = make_clip(source, frames=6, size=(64, 48))
+    font = b"\x00\x01\x00\x00 not really a font" * 50
+    with av.open(str(source)) as src, av.open(str(film), "w") as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        dst.add_attachment("Subtitle Font.ttf", "font/ttf", font)
+        for packet in src.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                dst.mux(packet)
+    out = tmp_path / "out.mkv"
+    write_all(open_sink(out, fps=Fraction(24), width=64, height=48, tracks_from=film), frames)
+    with av.open(str(out)) as container:
+        (attached,) = [s for s in container.streams if s.type == "attachment"]
+        assert (attached.name, attached.mimetype, bytes(attached.data)) == ("Subtitle Font.ttf", "font/ttf", font)
+    with caplog.at_level("WARNING"):
+        write_all(open_sink(tmp_path / "out.mp4", fps=Fraction(24), width=64, height=48, tracks_from=film), frames)
+    assert "leaving out the 1 attached files of" in caplog.text and "an .mkv output keeps them" in caplog.text
+
+
 @pytest.mark.parametrize("suffix", [".mkv", ".webm", ".mp4"])
 def test_chapters_stay_with_the_picture_when_the_sound_starts_first(tmp_path: Path, suffix: str) -> None:
     source, film = tmp_path / "src.mp4", tmp_path / "film.mkv"

@@ -1,5 +1,5 @@
-"""Carrying the audio and subtitle tracks (and chapters) of an input into a video output while the video
-is encoded.
+"""Carrying the audio and subtitle tracks (and chapters and attached files) of an input into a video
+output while the video is encoded.
 
 Packets are copied unchanged when the output container accepts the codec. Otherwise audio is re-encoded
 (AAC, or the container's own default when it cannot hold AAC), text subtitles are converted to the
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 FALLBACK_AUDIO_CODEC = "aac"
 
 
+# Containers that hold attached files (fonts for styled subtitles, cover art).
+_HOLDS_ATTACHMENTS = frozenset({"matroska"})
 # Muxers that move a file's packets later until no time is negative (chapters stay where they were put).
 _SHIFTS_NEGATIVE_TIMES = frozenset({"matroska", "webm"})
 
@@ -129,6 +131,7 @@ class TrackCarrier:
                     self._add_audio(output, stream, source)
                 else:
                     self._add_subtitles(output, stream, source)
+            self._add_attachments(output, source)
         for index, target in self._targets.items():
             _copy_labels(self._input.streams[index], target)
         self._lead = self._muxer_lead(output)
@@ -181,6 +184,25 @@ class TrackCarrier:
             source,
             hint,
         )
+
+    def _add_attachments(self, output: OutputContainer, source: Path) -> None:
+        """Files attached to the source (the fonts its styled subtitles are drawn with, cover art): kept
+        where the container holds attachments (Matroska), else left out with a warning."""
+        attached = [stream for stream in self._input.streams if stream.type == "attachment"]
+        if not attached:
+            return
+        if output.format.name not in _HOLDS_ATTACHMENTS:
+            self._warn(
+                "leaving out the %d attached files of %s (fonts of styled subtitles, cover art, ...): %s files "
+                "cannot hold them; an .mkv output keeps them",
+                len(attached),
+                source,
+                output.format.name,
+            )
+            return
+        for stream in attached:
+            name = stream.name or f"attachment_{stream.index}"
+            output.add_attachment(name, stream.mimetype or "application/octet-stream", bytes(stream.data))
 
     def _muxer_lead(self, output: OutputContainer) -> Fraction:
         """How far the output's muxer will move every packet, but not the chapters, later: Matroska stores
