@@ -429,6 +429,7 @@ def test_scale_factors_are_checked_when_a_prompt_is_queued(pack) -> None:
     for name in ("AMT VFI", "AMT Model Loader"):
         validate = pack.NODE_CLASS_MAPPINGS[name].VALIDATE_INPUTS
         assert validate(scale_factor=0.5) is True and validate() is True
+        assert validate(scale_factor=None) is True  # linked from another node: ComfyUI passes None at queue time
         assert "scale factor 0.3 is not usable" in validate(scale_factor=0.3)
         assert "must be in (0, 1]" in validate(scale_factor=1.5)
 

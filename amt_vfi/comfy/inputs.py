@@ -52,7 +52,10 @@ def checked_scale_factor(value: object) -> float:
 
 def validate_scale_factor(scale_factor: object) -> bool | str:
     """ComfyUI's VALIDATE_INPUTS answer for the slider, which offers values in between the usable ones:
-    True, or why the value cannot run, shown when the prompt is queued instead of when the node runs."""
+    True, or why the value cannot run, shown when the prompt is queued instead of when the node runs.
+    A value linked from another node is not known yet (None): it is checked when the node runs."""
+    if scale_factor is None:
+        return True
     try:
         checked_scale_factor(scale_factor)
     except InputError as error:
