@@ -111,13 +111,15 @@ def test_workflow_runs_in_a_real_comfyui_server(
         assert not any(np.array_equal(frames[i], frames[j]) for j in originals)
 
 
-def test_an_unusable_scale_factor_is_refused_when_the_prompt_is_queued(tmp_path: Path, amt_s_path: Path) -> None:
-    _harness_or_skip()
+def _run_basic_workflow(tmp_path: Path, amt_s_path: Path, scale_factor: object) -> subprocess.CompletedProcess:
+    """The basic example workflow with the AMT VFI node's scale_factor set to `scale_factor` (a value, or a
+    link such as ["99", 0] to node 99, a PrimitiveFloat of 0.5)."""
     workflow = json.loads((ROOT / "example_workflows" / "amt_vfi_basic.json").read_text())
+    workflow["99"] = {"class_type": "PrimitiveFloat", "inputs": {"value": 0.5}}
     (node,) = [node for node in workflow.values() if node.get("class_type") == "AMT VFI"]
-    node["inputs"]["scale_factor"] = 0.3  # the slider offers it; 16 / 0.3 is not a whole number
-    bad = tmp_path / "bad_scale.json"
-    bad.write_text(json.dumps(workflow))
+    node["inputs"]["scale_factor"] = scale_factor
+    changed = tmp_path / "workflow.json"
+    changed.write_text(json.dumps(workflow))
     env = {key: value for key, value in os.environ.items() if key != "AMT_VFI_MODELS"}
     env["AMT_VFI_CACHE"] = str(tmp_path / "cache")
     command = [
@@ -125,13 +127,26 @@ def test_an_unusable_scale_factor_is_refused_when_the_prompt_is_queued(tmp_path:
         str(HARNESS / "run_workflow.py"),
         "--pack", str(ROOT),
         "--pack-name", PACK_NAME,
-        "--workflow", str(bad),
+        "--workflow", str(changed),
         "--models-dir", str(_models(tmp_path, "frame_interpolation/amt", amt_s_path)),
+        "--expect-frames", "7",
         "--timeout", "120",
         "--out", str(tmp_path / "out"),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_an_unusable_scale_factor_is_refused_when_the_prompt_is_queued(tmp_path: Path, amt_s_path: Path) -> None:
+    _harness_or_skip()
+    done = _run_basic_workflow(tmp_path, amt_s_path, 0.3)  # the slider offers it; 16 / 0.3 is not whole
     assert done.returncode != 0
     report = done.stdout + done.stderr
     assert "rejected the workflow" in report, report[-3000:]
     assert "scale factor 0.3 is not usable" in report and "Allowed scale_factor values: 1.0, 0.8, 0.5" in report
+
+
+def test_a_scale_factor_linked_from_another_node_is_checked_when_it_runs(tmp_path: Path, amt_s_path: Path) -> None:
+    _harness_or_skip()
+    done = _run_basic_workflow(tmp_path, amt_s_path, ["99", 0])
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert len(_frames(tmp_path / "out", "amt_basic")) == 7
