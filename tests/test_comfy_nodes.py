@@ -432,6 +432,7 @@ def test_scale_factors_are_checked_when_a_prompt_is_queued(pack) -> None:
         assert validate(scale_factor=None) is True  # linked from another node: ComfyUI passes None at queue time
         assert "scale factor 0.3 is not usable" in validate(scale_factor=0.3)
         assert "must be in (0, 1]" in validate(scale_factor=1.5)
+        assert "scale_factor 0.2 is below 0.25" in validate(scale_factor=0.2)  # usable by the library, not here
 
 
 @pytest.mark.parametrize(
@@ -638,6 +639,7 @@ def test_checkpoint_folders_inside_comfyui(pack, fake_folder_paths) -> None:
     for disabled, name in (
         ("ComfyUI-Frame-Interpolation.disabled", "amt-l.pth"),  # renamed by hand
         (".disabled/comfyui-frame-interpolation@1_0_7", "amt-g.pth"),  # parked by ComfyUI-Manager
+        (".disabled/ComfyUI-Frame-Interpolation", "my-amt.pth"),  # older Manager versions, no version
     ):
         folder = base / "custom_nodes" / disabled / "ckpts" / "amt"
         folder.mkdir(parents=True)

@@ -286,6 +286,21 @@ def test_a_refilled_frame_buffer_is_refused(engine: amt_vfi.Interpolator) -> Non
 
     assert all(torch.equal(a, b) for a, b in zip(engine.run(slots_of_one_batch(), plan), expected, strict=True))
 
+    def first_frame_edited():
+        first = clip[0].clone()
+        yield first
+        first.zero_()  # changed in place after it was handed over
+        yield clip[1].clone()
+        yield clip[2].clone()
+
+    with pytest.raises(InputError, match="frame 0 changed while frame 1 was read"):
+        list(engine.run(first_frame_edited(), plan))
+    with torch.inference_mode():
+        held = clip.clone()
+    expanded = held[:1].expand(3, -1, -1, -1)  # ComfyUI runs nodes in inference mode; a held frame repeated
+    assert len(list(engine.run(iter(expanded), plan))) == 5
+    assert len(list(engine.run(iter([held[0], held[0], held[1]]), plan))) == 5
+
 
 def test_scene_cut_holds_frames_instead_of_blending(engine: amt_vfi.Interpolator) -> None:
     generator = torch.Generator().manual_seed(0)

@@ -7,6 +7,8 @@ from ..errors import InputError
 from ..network import CORRELATION_MODES
 
 SCALE_FACTORS_HINT = "1.0, 0.8, 0.5, 0.4 or 0.25"
+#: The slider's range; smaller factors would pad small frames to huge sizes (the network's 128 px at 1/scale).
+LEAST_SCALE_FACTOR = 0.25
 
 
 def correlation_input() -> tuple:
@@ -27,7 +29,7 @@ def scale_factor_input() -> tuple:
         "FLOAT",
         {
             "default": 1.0,
-            "min": 0.25,
+            "min": LEAST_SCALE_FACTOR,
             "max": 1.0,
             "step": 0.05,
             "tooltip": "Resolution at which motion is estimated: 1.0 (full detail; the seed node's results) or, "
@@ -47,6 +49,8 @@ def checked_scale_factor(value: object) -> float:
         alignment_for(scale)
     except InputError as error:
         raise InputError(f"{error}. Allowed scale_factor values: {SCALE_FACTORS_HINT}") from None
+    if scale < LEAST_SCALE_FACTOR:
+        raise InputError(f"scale_factor {scale:g} is below {LEAST_SCALE_FACTOR}; allowed values: {SCALE_FACTORS_HINT}")
     return scale
 
 

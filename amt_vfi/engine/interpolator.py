@@ -441,24 +441,29 @@ def _version_of(frame: torch.Tensor) -> int | None:
     return None if frame.is_inference() else frame._version
 
 
-def _byte_range(frame: torch.Tensor) -> tuple[int, int]:
-    """The first and one-past-last byte a (non-empty, non-negatively strided) tensor touches."""
-    last = sum((size - 1) * stride for size, stride in zip(frame.shape, frame.stride(), strict=True))
-    return frame.data_ptr(), frame.data_ptr() + (last + 1) * frame.element_size()
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors touch a common byte (tensors of one device; torch strides are never negative)."""
+    if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
+        return False
+    ends = []
+    for frame in (a, b):
+        last = sum((size - 1) * stride for size, stride in zip(frame.shape, frame.stride(), strict=True))
+        ends.append((frame.data_ptr(), frame.data_ptr() + (last + 1) * frame.element_size()))
+    (start0, end0), (start1, end1) = ends
+    return start1 < end0 and start0 < end1
 
 
 def _refilled(earlier: torch.Tensor, version: int | None, later: torch.Tensor) -> bool:
-    """True when `later` was written where `earlier` lies: a producer refilling one tensor (its change
-    count moved) or one array behind new `torch.from_numpy` tensors. The same tensor (or a view of the
-    same batch) yielded again unchanged is fine, and so are slots of one batch, which do not overlap.
-    Inference-mode tensors keep no change count, so their refills cannot be told from repeats."""
-    if earlier.numel() == 0 or later.numel() == 0 or earlier.device != later.device:
-        return False
-    (start0, end0), (start1, end1) = _byte_range(earlier), _byte_range(later)
-    if start1 >= end0 or start0 >= end1:
-        return False
-    same_tensor = later is earlier or (later._base is not None and later._base is earlier._base)
-    return not same_tensor or (version is not None and _version_of(earlier) != version)
+    """True when `earlier` was changed after it was read: edited or refilled in place (its change count
+    moved), or overwritten by `later` behind another storage object (an array refilled behind new
+    `torch.from_numpy` tensors). Views of one storage that do not overlap share a change count, so the
+    slots of a batch filled one by one pass, as do repeats and expanded batches; inference-mode tensors
+    keep no change count, so their refills pass too."""
+    same_storage = earlier.untyped_storage()._cdata == later.untyped_storage()._cdata
+    moved = version is not None and _version_of(earlier) != version
+    if _overlap(earlier, later):
+        return moved or not same_storage
+    return moved and not same_storage
 
 
 def frames_in_order(frames: torch.Tensor) -> Iterator[torch.Tensor]:
