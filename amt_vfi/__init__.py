@@ -11,7 +11,6 @@ frames = engine.interpolate_pair(frame0, frame1, [0.25, 0.5, 0.75])  # H x W x C
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import TYPE_CHECKING
 
 from .errors import AmtVfiError, CheckpointError, CheckpointNotFoundError, InputError, OutOfMemoryError
@@ -38,6 +37,9 @@ _LAZY = {
 }
 
 
+# Sub-packages reachable as attributes (`amt_vfi.engine`), as they were when the package imported them all.
+_SUBPACKAGES = frozenset({"checkpoints", "cli", "comfy", "distributed", "engine", "media", "network", "pipeline"})
+
 if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from .checkpoints import (
         OFFICIAL_CHECKPOINTS,
@@ -62,7 +64,7 @@ def __getattr__(name: str) -> object:
     """A public name, or a sub-package such as `amt_vfi.engine`, imported on first use."""
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    elif importlib.util.find_spec(f"{__name__}.{name}") is not None:
+    elif name in _SUBPACKAGES:
         value = importlib.import_module(f"{__name__}.{name}")
     else:
         raise AttributeError(f"module 'amt_vfi' has no attribute {name!r}")
@@ -71,7 +73,7 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_SUBPACKAGES})
 
 
 __all__ = [

@@ -341,12 +341,13 @@ def test_ctrl_c_while_the_command_loads_is_one_line() -> None:
 def test_the_package_loads_its_parts_on_first_use() -> None:
     code = (
         "import sys, amt_vfi; loaded = 'torch' in sys.modules; "
+        "engine, media = amt_vfi.engine, amt_vfi.media; "  # sub-packages first, before anything imports them
         "from amt_vfi import *; from amt_vfi.cli import build_parser; "
-        "print(loaded, amt_vfi.engine.Interpolator is Interpolator, amt_vfi.media.open_sink.__name__, "
-        "build_parser().prog, sorted(set(amt_vfi.__all__) - set(dir(amt_vfi))))"
+        "print(loaded, engine.Interpolator is Interpolator, media.open_sink.__name__, build_parser().prog, "
+        "sorted(set(amt_vfi.__all__) - set(dir(amt_vfi))), hasattr(amt_vfi, '__main__'))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["False", "True", "open_sink", "amt-vfi", "[]"]
+    assert done.stdout.split() == ["False", "True", "open_sink", "amt-vfi", "[]", "False"]
 
 
 def test_sigterm_ends_like_ctrl_c_and_leaves_nothing(tmp_path: Path) -> None:

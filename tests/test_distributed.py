@@ -36,7 +36,7 @@ from media_helpers import (
 from amt_vfi.cli import main
 from amt_vfi.distributed import choose_boundaries, expand_batch, interpolate_distributed, is_batch, make_chunks
 from amt_vfi.distributed.manifest import settings_key
-from amt_vfi.distributed.runner import _discard_unfinished
+from amt_vfi.distributed.runner import _check_reachable, _discard_unfinished
 from amt_vfi.engine import multiplier_plan, retime_plan
 from amt_vfi.errors import AmtVfiError, InputError
 from amt_vfi.media.images import read_image
@@ -355,6 +355,26 @@ def test_a_one_clip_job_raises_its_error(tmp_path: Path) -> None:
     with pytest.raises(AmtVfiError, match=r"Codec ffv1 cannot be stored in \.mov files \(.*/out\.mov\)"):
         interpolate_distributed(clip, tmp_path / "out.mov", JobSettings(codec="ffv1"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "taken.mp4"]
+
+
+def test_reachability_is_checked_on_the_address_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, int]] = []
+
+    def refuse(address: tuple[str, int], timeout: float) -> None:
+        asked.append(address)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    for address in ("10.0.0.5:6379", "ray://head:10001", "[::1]:6379"):
+        with pytest.raises(AmtVfiError, match="Cannot reach Ray at .*: Connection refused; start it"):
+            _check_reachable(address, "start it")
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.6:6379")
+    with pytest.raises(AmtVfiError, match="Cannot reach Ray at 10.0.0.6:6379"):
+        _check_reachable("auto", "start it")
+    assert asked == [("10.0.0.5", 6379), ("head", 10001), ("::1", 6379), ("10.0.0.6", 6379)]
+    monkeypatch.delenv("RAY_ADDRESS")
+    _check_reachable("auto", "start it")  # Ray finds a local cluster itself
+    assert len(asked) == 4
 
 
 def test_unfinished_chunk_temps_are_discarded(tmp_path: Path) -> None:

@@ -482,7 +482,12 @@ def test_an_openexr_folder_is_refused_with_what_to_do(tmp_path: Path, caplog) ->
     Image.fromarray(pattern(1, 16, 8)).save(folder / "thumb2.png")
     with caplog.at_level("WARNING"), open_source(folder) as source:
         assert source.info.frame_count == 2
-    assert "leaving out the 2 OpenEXR images of" in caplog.text
+    assert "leaving out the OpenEXR images of" in caplog.text and "(beauty.0000.exr, beauty.0001.exr)" in caplog.text
+
+
+def test_picture_formats_are_ones_an_overwrite_recognises() -> None:
+    with pytest.raises(ValueError, match=r"picture suffix must be one of \.png, \.dpx, not '\.tif'"):
+        PictureFormat("tiff", None, ".tif")
 
 
 def test_a_dpx_file_cut_short_is_a_clear_error(tmp_path: Path) -> None:

@@ -156,9 +156,11 @@ def _connect(ray: Any, address: str | None, quiet: bool) -> bool:
     advice = "start it (ray start --head) or give --ray without an address"
     if address:
         _check_reachable(address, advice)
-    # ray.init makes SIGTERM exit on the spot; the caller's handler (the CLI unwinds like Ctrl-C) is put back.
+    # ray.init makes SIGTERM exit (unwinding); a handler the caller installed (the CLI's: like Ctrl-C) is put back.
     main_thread = threading.current_thread() is threading.main_thread()
     on_terminate = signal.getsignal(signal.SIGTERM) if main_thread else None
+    if on_terminate == signal.SIG_DFL:  # dying on the spot would leave temps and the work folder behind
+        on_terminate = None
     try:
         if address:
             ray.init(address=address, **options)
@@ -183,7 +185,7 @@ def _check_reachable(address: str, advice: str) -> None:
     if not separator or not port.isdigit():
         return  # 'auto' without RAY_ADDRESS: Ray finds the local cluster itself, or says there is none
     try:
-        socket.create_connection((host, int(port)), timeout=_REACH_SECONDS).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_REACH_SECONDS).close()  # [::1]:6379
     except OSError as error:
         raise AmtVfiError(f"Cannot reach Ray at {target}: {error.strerror or error}; {advice}") from None
 

@@ -15,6 +15,7 @@ import numpy as np
 from ..engine.plan import exact_rate
 from . import atomic
 from .errors import MediaError
+from .naming import FRAME_SUFFIXES
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".gif"})
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".dpx"})
@@ -53,6 +54,10 @@ class PictureFormat:
     codec: str = "png"
     pixel_format: str | None = None
     suffix: str = ".png"
+
+    def __post_init__(self) -> None:
+        if self.suffix not in FRAME_SUFFIXES:  # what `--overwrite` later recognises as an earlier output
+            raise ValueError(f"picture suffix must be one of {', '.join(FRAME_SUFFIXES)}, not {self.suffix!r}")
 
 
 PNG = PictureFormat()

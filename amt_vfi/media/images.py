@@ -185,10 +185,9 @@ class ImageFolderSource(FrameSource):
             )
         if openexr:
             log.warning(
-                "leaving out the %d OpenEXR images of %s (%s, ...): amt-vfi does not read OpenEXR",
-                len(openexr),
+                "leaving out the OpenEXR images of %s (%s): amt-vfi does not read OpenEXR",
                 folder,
-                openexr[0],
+                ", ".join(openexr[:3]) + (", ..." if len(openexr) > 3 else ""),
             )
         if len(files) < 2:
             found = "no images" if not files else f"only one image ({files[0].name})"

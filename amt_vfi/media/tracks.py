@@ -99,7 +99,8 @@ def packet_time(packet: av.Packet) -> Fraction:
 
 
 class TrackCarrier:
-    """Adds the audio and subtitle tracks of ``source`` to ``output`` and feeds their packets on demand."""
+    """Adds the audio and subtitle tracks, chapters and attached files of ``source`` to ``output`` and feeds
+    the tracks' packets on demand."""
 
     def __init__(self, output: OutputContainer, source: Path, *, warn: bool = True) -> None:
         """`warn=False` keeps the tracks left out to the debug log (they were announced before the work)."""
@@ -121,7 +122,7 @@ class TrackCarrier:
         self._targets: dict[int, av.stream.Stream] = {}
         self._transcoded: set[int] = set()  # audio re-encoded
         self._converted: dict[int, list[av.Packet]] = {}  # subtitles converted, read whole beforehand
-        with translate_errors(OutputWriteError, f"Cannot add the audio and subtitles of {source} to the output"):
+        with translate_errors(OutputWriteError, f"Cannot add the tracks and attachments of {source} to the output"):
             for stream in (*self._input.streams.audio, *self._input.streams.subtitles):
                 if stream.codec_context is None:  # FFmpeg has no decoder for it (TTML, teletext, ...)
                     self._warn(
