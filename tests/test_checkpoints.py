@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import pickle
+import time
 from pathlib import Path
 
 import pytest
@@ -157,9 +159,41 @@ def test_download_is_verified_and_atomic(tmp_path: Path, monkeypatch: pytest.Mon
     umask = os.umask(0o022)
     os.umask(umask)
     assert (target / "amt-s.pth").stat().st_mode & 0o777 == 0o666 & ~umask  # readable by others, like any file
-    with pytest.raises(CheckpointError, match="download of amt-l.pth is not a valid AMT checkpoint"):
+    with pytest.raises(CheckpointError) as caught:
         store.download_checkpoint("amt-l.pth", target, progress=False)
+    message = str(caught.value)
+    assert f"what {served.as_uri()}/amt-l.pth sent is not a valid AMT checkpoint" in message
+    assert f"put it in {target}" in message and ".partial-" not in message  # not the temp, gone by now
     assert sorted(p.name for p in target.iterdir()) == ["amt-s.pth"]
+
+
+def test_a_broken_http_answer_is_a_download_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def garbled(url, destination, name, progress):
+        raise http.client.IncompleteRead(b"")
+
+    monkeypatch.setattr(store, "_fetch", garbled)
+    with pytest.raises(CheckpointNotFoundError, match=r"could not download amt-s.pth from .*\(IncompleteRead"):
+        store.download_checkpoint("amt-s.pth", tmp_path, progress=False)
+
+
+def test_partial_downloads_a_day_old_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old, recent = tmp_path / ".amt-s.pth.partial-1a2b3c4d", tmp_path / ".amt-s.pth.partial-5e6f7a8b"
+    for temp in (old, recent):
+        temp.write_bytes(b"half a checkpoint")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    monkeypatch.setattr(store, "DOWNLOAD_URL", "http://127.0.0.1:9/{name}")
+    with pytest.raises(CheckpointNotFoundError):
+        store.download_checkpoint("amt-s.pth", tmp_path, progress=False)
+    assert not old.exists() and recent.exists()  # another process may be downloading into the recent one
+
+
+def test_folders_from_the_environment_expand_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("AMT_VFI_MODELS", "~/amtmodels")
+    monkeypatch.delenv("AMT_VFI_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative-cache")  # relative: ignored, as the XDG rules say
+    assert store.search_dirs() == [tmp_path / "amtmodels", tmp_path / ".cache" / "amt-vfi"]
 
 
 def test_offline_download_says_where_to_put_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -656,7 +656,7 @@ def test_checkpoint_folders_inside_comfyui(pack, fake_folder_paths) -> None:
 def test_offline_download_failure_says_where_to_put_the_file(pack, errors, fake_folder_paths, monkeypatch) -> None:
     import urllib.error
 
-    def offline(url, destination, progress):
+    def offline(url, destination, name, progress):
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(pack.amt_vfi.checkpoints.store, "_fetch", offline)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,17 +23,30 @@ CACHE_ENV = "AMT_VFI_CACHE"
 CHECKPOINT_SUFFIXES = (*PICKLE_SUFFIXES, SAFETENSORS_SUFFIX)
 
 
+# Partial downloads older than this are left-overs of a killed process, not another one's download.
+STALE_PARTIAL_SECONDS = 24 * 3600
+
+
+def _folder_from(variable: str) -> Path | None:
+    """The folder an environment variable names, with `~` expanded (shells leave a quoted `~` alone)."""
+    value = os.environ.get(variable)
+    return Path(value).expanduser() if value else None
+
+
 def user_cache_dir() -> Path:
-    """`$AMT_VFI_CACHE`, else `$XDG_CACHE_HOME/amt-vfi`, else `~/.cache/amt-vfi`."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "amt-vfi"
+    """`$AMT_VFI_CACHE`, else `$XDG_CACHE_HOME/amt-vfi` (an absolute one, as the XDG rules say), else
+    `~/.cache/amt-vfi`."""
+    chosen = _folder_from(CACHE_ENV)
+    if chosen is not None:
+        return chosen
+    xdg = _folder_from("XDG_CACHE_HOME")
+    return (xdg if xdg is not None and xdg.is_absolute() else Path.home() / ".cache") / "amt-vfi"
 
 
 def search_dirs(host_dirs: Iterable[str | Path] = ()) -> list[Path]:
     """Lookup order: `$AMT_VFI_MODELS`, the host's folders (e.g. ComfyUI's), the user cache."""
-    dirs = [Path(os.environ[MODELS_ENV])] if os.environ.get(MODELS_ENV) else []
+    models = _folder_from(MODELS_ENV)
+    dirs = [models] if models is not None else []
     dirs += [Path(d) for d in host_dirs]
     dirs.append(user_cache_dir())
     unique: list[Path] = []
@@ -72,16 +88,14 @@ def available_checkpoints(dirs: Sequence[Path]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def _fetch(url: str, destination: Path, progress: bool) -> None:
+def _fetch(url: str, destination: Path, name: str, progress: bool) -> None:
     from tqdm import tqdm
 
     with urllib.request.urlopen(url, timeout=30) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
         with (
             open(destination, "wb") as out,
-            tqdm(
-                total=total, unit="B", unit_scale=True, desc=f"downloading {destination.name}", disable=not progress
-            ) as bar,
+            tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}", disable=not progress) as bar,
         ):
             while chunk := response.read(1 << 20):
                 out.write(chunk)
@@ -97,18 +111,37 @@ def download_checkpoint(name: str, folder: Path, progress: bool = True) -> Path:
         )
     url = DOWNLOAD_URL.format(name=name)
     target = folder / name
+    elsewhere = "" if os.environ.get(MODELS_ENV) else f" (or in a folder named by ${MODELS_ENV})"
+    by_hand = f"Download it by hand and put it in {folder}{elsewhere}"
+    _discard_stale_partials(target)
+    partial = target
     try:
-        with written_atomically(target) as temp:
-            _fetch(url, temp, progress)
-            verify_state_dict(read_state_dict(temp), url)
+        with written_atomically(target) as partial:
+            _fetch(url, partial, name, progress)
+            verify_state_dict(read_state_dict(partial), url)
         return target
-    except (urllib.error.URLError, OSError, TimeoutError) as error:
-        elsewhere = "" if os.environ.get(MODELS_ENV) else f" (or in a folder named by ${MODELS_ENV})"
-        raise CheckpointNotFoundError(
-            f"could not download {name} from {url} ({error}). Download it by hand and put it in {folder}{elsewhere}"
-        ) from None
     except CheckpointError as error:
-        raise CheckpointError(f"the download of {name} is not a valid AMT checkpoint: {error}") from None
+        # Said of what arrived, not of the temp file (gone by now), and without the reader's advice.
+        reason = str(error).replace(str(partial), "the file").removesuffix("; re-download it")
+        raise CheckpointError(
+            f"what {url} sent is not a valid AMT checkpoint ({reason}); the hub may be down or behind a login "
+            f"page. {by_hand}"
+        ) from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:  # after CheckpointError
+        reason = str(error) or type(error).__name__  # IncompleteRead and the like print nothing
+        raise CheckpointNotFoundError(f"could not download {name} from {url} ({reason}). {by_hand}") from None
+
+
+def _discard_stale_partials(target: Path) -> None:
+    """Remove the temps of earlier downloads of `target` killed midway (a day old or more: a download
+    running in another process now is left alone)."""
+    if not target.parent.is_dir():
+        return
+    cutoff = time.time() - STALE_PARTIAL_SECONDS
+    for temp in target.parent.glob(f".{target.name}.partial-*"):
+        with contextlib.suppress(OSError):
+            if temp.stat().st_mtime < cutoff:
+                temp.unlink()
 
 
 def official_name(name: str) -> str | None:
