@@ -105,6 +105,49 @@ def test_damaged_amt_checkpoint_lists_missing_and_reshaped_keys(amt_s_path: Path
     assert "comb_block.1.weight (5,) != (18,)" in message
 
 
+def test_other_layouts_and_unloadable_tensors_are_named(amt_s_path: Path, tmp_path: Path) -> None:
+    state_dict = torch.load(amt_s_path, weights_only=True)["state_dict"]
+    compiled = tmp_path / "compiled.pth"
+    torch.save({"state_dict": {f"_orig_mod.{key}": value for key, value in state_dict.items()}}, compiled)
+    assert amt_vfi.load_model(compiled).spec.name == "amt-s"  # saved from a torch.compile'd module
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"model": state_dict, "epoch": 3}, wrapped)
+    with pytest.raises(CheckpointError, match=r"keep them under 'state_dict'\); it holds model, epoch"):
+        amt_vfi.load_model(wrapped)
+    meta = tmp_path / "meta.pth"
+    torch.save({key: torch.empty(value.shape, device="meta") for key, value in state_dict.items()}, meta)
+    with pytest.raises(CheckpointError, match="meta.pth holds tensors that cannot be loaded"):
+        amt_vfi.load_model(meta)
+    empty = tmp_path / "empty.pth"
+    torch.save({"state_dict": {}}, empty)
+    with pytest.raises(CheckpointError, match="empty.pth holds no tensors"):
+        amt_vfi.load_model(empty)
+    folder = tmp_path / "folder.pth"
+    folder.mkdir()
+    with pytest.raises(CheckpointError, match="folder.pth is a folder, not a checkpoint file"):
+        amt_vfi.load_model(folder)
+
+
+def test_a_file_replaced_with_the_same_size_and_time_is_read_again(amt_s_path: Path, tmp_path: Path) -> None:
+    from amt_vfi.engine import model_cache
+
+    path = tmp_path / "amt-s.pth"
+    state_dict = torch.load(amt_s_path, weights_only=True)["state_dict"]
+    torch.save({"state_dict": state_dict}, path)
+    first = model_cache.cached_model(path, torch.device("cpu"), torch.float32)
+    key = next(iter(state_dict))
+    state_dict[key] = state_dict[key] + 1.0  # other weights, same shapes, so the same file size
+    replacement = tmp_path / "new" / "amt-s.pth"  # the same name: torch.save records it inside the file
+    replacement.parent.mkdir()
+    torch.save({"state_dict": state_dict}, replacement)
+    assert replacement.stat().st_size == path.stat().st_size
+    stat = path.stat()
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as cp -p or rsync -a leave it
+    os.replace(replacement, path)
+    second = model_cache.cached_model(path, torch.device("cpu"), torch.float32)
+    assert second is not first and not torch.equal(second.state_dict()[key], first.state_dict()[key])
+
+
 def test_missing_file_is_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         amt_vfi.load_model(tmp_path / "nope.pth")

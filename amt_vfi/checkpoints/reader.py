@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import pickletools
 import zipfile
@@ -79,19 +80,36 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable .safetensors file ({error}); re-download it") from None
 
 
+# Prefixes that wrappers add to every key: DataParallel / DDP, torch.compile.
+_KEY_PREFIXES = ("module.", "_orig_mod.")
+
+
 def _unwrap(content: object, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
         content = content["state_dict"]
     if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
-        raise CheckpointError(f"{path} holds no state dict of tensors: it is not an AMT checkpoint")
-    return {key.removeprefix("module."): value for key, value in content.items()}
+        found = f"; it holds {_summarise([str(key) for key in content])}" if isinstance(content, dict) else ""
+        raise CheckpointError(
+            f"{path} holds no state dict of tensors (the official files keep them under 'state_dict'){found}: "
+            "it is not an AMT checkpoint"
+        )
+    state_dict = {}
+    for key, value in content.items():
+        for prefix in _KEY_PREFIXES:
+            key = key.removeprefix(prefix)
+        state_dict[key] = value
+    return state_dict
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The flat state dict of a `.pth` (official `{"state_dict": ...}` or bare) or `.safetensors` file."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file; give the file inside it")
     if not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint file not found: {path}")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"checkpoint {path} cannot be read (permission denied); fix the file's permissions")
     if path.suffix.lower() == SAFETENSORS_SUFFIX:
         return _unwrap(_read_safetensors(path), path)
     return _unwrap(_read_pickle(path), path)
@@ -104,6 +122,8 @@ def _summarise(keys: list[str], limit: int = 4) -> str:
 
 def verify_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path) -> VariantSpec:
     """The variant these weights belong to; raises CheckpointError naming what does not fit."""
+    if not state_dict:
+        raise CheckpointError(f"{path} holds no tensors: it is not an AMT checkpoint")
     spec = detect_variant(state_dict)
     if spec is None:
         sample = _summarise(sorted(state_dict))
@@ -138,7 +158,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     state_dict = read_state_dict(path)
     spec = verify_state_dict(state_dict, path)
     model = AMT(spec)
-    model.load_state_dict(state_dict, strict=True)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:  # tensors that cannot be copied: meta, sparse, ...
+        raise CheckpointError(f"{path} holds tensors that cannot be loaded ({_first_line(error)})") from None
     model.requires_grad_(False)
     return model.eval().to(device=device, dtype=dtype)
 

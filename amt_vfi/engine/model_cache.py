@@ -16,7 +16,8 @@ _lock = threading.Lock()
 
 def _key(path: Path, device: torch.device, dtype: torch.dtype) -> tuple:
     stat = path.stat()
-    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(device), dtype)
+    # The inode and change time too: a file replaced by one of the same size and copied mtime is new.
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns, str(device), dtype)
 
 
 def cached_model(path: str | Path, device: torch.device, dtype: torch.dtype) -> AMT:
