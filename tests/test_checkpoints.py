@@ -122,6 +122,14 @@ def test_other_layouts_and_unloadable_tensors_are_named(amt_s_path: Path, tmp_pa
     torch.save({"state_dict": {}}, empty)
     with pytest.raises(CheckpointError, match="empty.pth holds no tensors"):
         amt_vfi.load_model(empty)
+    zero = tmp_path / "zero.pth"
+    zero.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"zero.pth is empty \(0 bytes\)"):
+        amt_vfi.load_model(zero)
+    not_a_folder = tmp_path / "models-file"
+    not_a_folder.write_text("")
+    with pytest.raises(CheckpointNotFoundError, match="models-file: it is a file, not a folder"):
+        store.download_checkpoint("amt-s.pth", not_a_folder, progress=False)
     folder = tmp_path / "folder.pth"
     folder.mkdir()
     with pytest.raises(CheckpointError, match="folder.pth is a folder, not a checkpoint file"):

@@ -110,6 +110,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointNotFoundError(f"checkpoint file not found: {path}")
     if not os.access(path, os.R_OK):
         raise CheckpointError(f"checkpoint {path} cannot be read (permission denied); fix the file's permissions")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes), a download or copy that failed; get it again")
     if path.suffix.lower() == SAFETENSORS_SUFFIX:
         return _unwrap(_read_safetensors(path), path)
     return _unwrap(_read_pickle(path), path)

@@ -113,6 +113,10 @@ def download_checkpoint(name: str, folder: Path, progress: bool = True) -> Path:
     target = folder / name
     elsewhere = "" if os.environ.get(MODELS_ENV) else f" (or in a folder named by ${MODELS_ENV})"
     by_hand = f"Download it by hand and put it in {folder}{elsewhere}"
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointNotFoundError(
+            f"cannot download {name} into {folder}: it is a file, not a folder; name a folder (e.g. in ${MODELS_ENV})"
+        )
     _discard_stale_partials(target)
     partial = target
     try:
