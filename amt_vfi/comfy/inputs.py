@@ -65,3 +65,11 @@ def validate_scale_factor(scale_factor: object) -> bool | str:
     except InputError as error:
         return str(error)
     return True
+
+
+class ScaleFactorValidation:
+    """For the nodes with a scale_factor widget: ComfyUI calls VALIDATE_INPUTS when a prompt is queued."""
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, scale_factor: object = 1.0) -> bool | str:  # noqa: N802 - ComfyUI's name
+        return validate_scale_factor(scale_factor)

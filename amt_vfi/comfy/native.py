@@ -37,7 +37,7 @@ from ..engine.padding import alignment_for
 from ..errors import InputError
 from ..network import AMT
 from . import host, models
-from .inputs import correlation_input, scale_factor_input, validate_scale_factor
+from .inputs import ScaleFactorValidation, correlation_input, scale_factor_input
 
 
 def _row_times(timestep: object, rows: int) -> list[float]:
@@ -144,17 +144,13 @@ class AMTFrameInterpolationModel(nn.Module):
         return out
 
 
-class AMTModelLoader:
+class AMTModelLoader(ScaleFactorValidation):
     """Loads an AMT checkpoint as a FRAME_INTERPOLATION_MODEL for core's "Frame Interpolate" node."""
 
     CATEGORY = "loaders"
     FUNCTION = "load"
     RETURN_TYPES = ("FRAME_INTERPOLATION_MODEL",)
     OUTPUT_TOOLTIPS = ("AMT for ComfyUI's native 'Frame Interpolate' node.",)
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, scale_factor: float = 1.0) -> bool | str:  # noqa: N802 - ComfyUI's name
-        return validate_scale_factor(scale_factor)
 
     DESCRIPTION = (
         "AMT (All-Pairs Multi-Field Transforms) for ComfyUI's native Frame Interpolate node, beside RIFE "

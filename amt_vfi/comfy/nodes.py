@@ -18,7 +18,7 @@ from ..engine.interpolator import MOST_PIXEL_VALUE, looks_channels_first
 from ..engine.plan import SkipPredicate, plan_groups, whole_number
 from ..errors import InputError
 from . import host, models
-from .inputs import checked_scale_factor, correlation_input, scale_factor_input, validate_scale_factor
+from .inputs import ScaleFactorValidation, checked_scale_factor, correlation_input, scale_factor_input
 from .native import AMTModelLoader
 
 CATEGORY = "ComfyUI-Frame-Interpolation/VFI"
@@ -258,17 +258,13 @@ def interpolate_frames(
 # -- nodes ------------------------------------------------------------------------------------------
 
 
-class AMT_VFI:  # noqa: N801 - the seed's class name
+class AMT_VFI(ScaleFactorValidation):  # noqa: N801 - the seed's class name
     """AMT frame interpolation with the seed node's inputs and results, bounded memory and a cached model."""
 
     CATEGORY = CATEGORY
     FUNCTION = "vfi"
     RETURN_TYPES = ("IMAGE",)
     OUTPUT_TOOLTIPS = ("The input frames with the interpolated frames between them, in playback order.",)
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, scale_factor: float = 1.0) -> bool | str:  # noqa: N802 - ComfyUI's name
-        return validate_scale_factor(scale_factor)
 
     DESCRIPTION = (
         "Adds frames between every pair of input frames with AMT (All-Pairs Multi-Field Transforms). "
