@@ -61,7 +61,11 @@ def test_pickle_that_would_run_code_is_refused_without_running(tmp_path: Path) -
     with open(evil, "wb") as handle:
         pickle.dump({"state_dict": _RunsCode(marker)}, handle)
     torch.save({"state_dict": {"x": _RunsCode(marker)}}, tmp_path / "zipped.pth")
-    for path in (evil, tmp_path / "zipped.pth"):
+    legacy = tmp_path / "legacy.pth"  # the pre-zip format: the payload sits in the fourth pickle
+    torch.save(
+        {"state_dict": {"x": torch.zeros(2)}, "y": _RunsCode(marker)}, legacy, _use_new_zipfile_serialization=False
+    )
+    for path in (evil, tmp_path / "zipped.pth", legacy):
         with pytest.raises(CheckpointError, match=r"would run code \(posix.mkdir\)") as caught:
             amt_vfi.load_model(path)
         assert str(path) in str(caught.value)

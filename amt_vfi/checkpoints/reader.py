@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import pickletools
@@ -19,6 +20,8 @@ SAFETENSORS_SUFFIX = ".safetensors"
 
 
 SAFE_MODULES = ("torch", "collections", "_codecs", "numpy")
+# Pickles read one after another from a file (the old torch.save format writes four).
+_MOST_PICKLES = 8
 
 
 def _pickle_bytes(path: Path) -> bytes:
@@ -33,13 +36,17 @@ def _foreign_imports(path: Path) -> list[str]:
     """Callables outside torch that the pickle would import (and could call), read without unpickling."""
     imports, strings = [], []
     try:
-        for opcode, arg, _ in pickletools.genops(_pickle_bytes(path)):
-            if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
-                strings.append(arg)
-            elif opcode.name == "GLOBAL":
-                imports.append(str(arg).replace(" ", "."))
-            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                imports.append(f"{strings[-2]}.{strings[-1]}")
+        stream = io.BytesIO(_pickle_bytes(path))
+        # The old (pre-zip) format is several pickles in a row (magic number, protocol, system info, the
+        # object), then raw tensor bytes, where reading stops.
+        for _ in range(_MOST_PICKLES):
+            for opcode, arg, _ in pickletools.genops(stream):
+                if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                    strings.append(arg)
+                elif opcode.name == "GLOBAL":
+                    imports.append(str(arg).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    imports.append(f"{strings[-2]}.{strings[-1]}")
     except (ValueError, EOFError, zipfile.BadZipFile, KeyError, OSError):
         pass
     return [name for name in imports if not name.startswith(SAFE_MODULES)]
