@@ -292,3 +292,14 @@ def test_convert_command_verifies_and_refuses_to_overwrite(amt_s_path: Path, tmp
     assert main([str(amt_s_path), str(junk / "x.safetensors")]) == 1  # a file where the folder should be
     assert f"cannot write {junk / 'x.safetensors'}" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["amt-s.safetensors", "junk.pth"]
+
+
+def test_tied_tensors_convert(amt_s_path: Path, tmp_path: Path) -> None:
+    state_dict = torch.load(amt_s_path, weights_only=True)["state_dict"]
+    prelus = [key for key, value in state_dict.items() if key.endswith(".weight") and value.shape == (20,)][:2]
+    state_dict[prelus[1]] = state_dict[prelus[0]]  # one tensor under two keys, as tied weights are saved
+    tied = tmp_path / "tied.pth"
+    torch.save({"state_dict": state_dict}, tied)
+    amt_vfi.convert_to_safetensors(tied, tmp_path / "tied.safetensors")
+    converted = amt_vfi.load_model(tmp_path / "tied.safetensors").state_dict()
+    assert torch.equal(converted[prelus[1]], state_dict[prelus[0]])

@@ -191,7 +191,8 @@ def convert_to_safetensors(source: str | Path, destination: str | Path, overwrit
     spec = verify_state_dict(state_dict, source)
     try:
         with written_atomically(destination) as temp:
-            save_file({key: value.contiguous() for key, value in state_dict.items()}, str(temp))
+            # A tensor of its own for each key: safetensors refuses tensors that share memory (tied weights).
+            save_file({key: value.contiguous().clone() for key, value in state_dict.items()}, str(temp))
     except Exception as error:  # OSError, or safetensors' own error for the same causes
         raise CheckpointError(f"cannot write {destination} ({_first_line(error)}); check the folder") from None
     return spec
