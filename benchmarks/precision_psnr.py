@@ -34,12 +34,14 @@ def main() -> None:
     precisions = ["fp32", "bf16"] + (["fp16"] if args.device != "cpu" else [])
     for case, variant in CASES.items():
         data = load_file(str(DATA / f"{case}.safetensors"))
-        model = amt_vfi.AMT(amt_vfi.VARIANTS[variant])
-        model.load_state_dict(amt_vfi.standin_state_dict(variant))
         frames = [data[k][0].permute(1, 2, 0) for k in ("img0", "img1")]
         times = [float(t) for t in data["embt"].flatten()]
         outputs = {}
         for precision in precisions:
+            # A network of its own for each precision: the engine converts the one it is given in place, so
+            # a shared one would reach fp16 through bf16-rounded weights.
+            model = amt_vfi.AMT(amt_vfi.VARIANTS[variant])
+            model.load_state_dict(amt_vfi.standin_state_dict(variant))
             engine = amt_vfi.Interpolator(model, device=args.device, precision=precision)
             outputs[precision] = engine.interpolate_pair(*frames, times)
         golden = data["imgt_pred"][0].permute(1, 2, 0)

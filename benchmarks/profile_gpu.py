@@ -6,14 +6,17 @@ python benchmarks/profile_gpu.py [--precision fp16] [--no-channels-last] [--corr
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-from bench_engine import make_checkpoint, moving_texture
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, where amt_vfi is not installed
 
-import amt_vfi
+import torch  # noqa: E402
+from bench_engine import make_checkpoint, moving_texture  # noqa: E402
+
+import amt_vfi  # noqa: E402
 
 
 def main() -> None:

@@ -237,7 +237,12 @@ class Interpolator:
                 if host is None:
                     host = _host_buffer((len(times), *frames.shape[1:]), self.device)
                 host[start : start + frames.shape[0]].copy_(frames, non_blocking=self.device.type == "cuda")
-        return _PendingFrames(host, _ready_event(self.device), checks0 & checks1, torch.stack(output_finite).all())
+            # (inputs finite, inputs in range, outputs finite), copied back like the frames: reading them off
+            # the GPU later would wait for the next pair's work too, which is queued by then.
+            checks = torch.cat([checks0 & checks1, torch.stack(output_finite).all().view(1)])
+            host_checks = _host_buffer((3,), self.device, torch.bool)
+            host_checks.copy_(checks, non_blocking=self.device.type == "cuda")
+        return _PendingFrames(host, _ready_event(self.device), host_checks)
 
     def _launch_pair(self, frame0: torch.Tensor, frame1: torch.Tensor, timesteps: Sequence[float]) -> _PendingFrames:
         """Check a pair and queue its work, halving the batch and then dropping the precomputed correlation
@@ -379,13 +384,11 @@ class _PendingFrames:
         self,
         frames: torch.Tensor | list[torch.Tensor],
         ready: torch.cuda.Event | None = None,
-        input_checks: torch.Tensor | None = None,
-        outputs_finite: torch.Tensor | None = None,
+        checks: torch.Tensor | None = None,
     ) -> None:
         self.frames = frames
         self.ready = ready
-        self.input_checks = input_checks  # (finite, in range) of the pair's pixels
-        self.outputs_finite = outputs_finite
+        self.checks = checks  # on the CPU: (pixels finite, pixels in range, outputs finite)
 
     @classmethod
     def done(cls, frames: torch.Tensor | list[torch.Tensor]) -> _PendingFrames:
@@ -395,8 +398,8 @@ class _PendingFrames:
         """The frames, once the device is done with them; the deferred finiteness checks raise here."""
         if self.ready is not None:
             self.ready.synchronize()
-        if self.input_checks is not None:
-            finite, in_range = self.input_checks.tolist()
+        if self.checks is not None:
+            finite, in_range, outputs_finite = self.checks.tolist()
             if not finite:
                 raise InputError("a frame contains NaN or infinite pixel values; clean the frames before interpolating")
             if not in_range:
@@ -404,8 +407,8 @@ class _PendingFrames:
                     f"a frame has pixel values above {MOST_PIXEL_VALUE:g}: frames hold values in [0, 1] "
                     "(divide 8-bit values by 255)"
                 )
-        if self.outputs_finite is not None and not bool(self.outputs_finite):
-            raise AmtVfiError("the network produced non-finite values; please report this with the input size")
+            if not outputs_finite:
+                raise AmtVfiError("the network produced non-finite values; please report this with the input size")
         return self.frames
 
 

@@ -82,12 +82,16 @@ def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
 @functools.lru_cache(maxsize=128)
 def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     with torch.inference_mode(False):  # usable outside inference mode too
-        return torch.tensor(values, dtype=dtype, device=device)
+        if device.type != "cuda":
+            return torch.tensor(values, dtype=dtype, device=device)
+        # From pinned memory, queued behind the work already on the GPU instead of waiting for it.
+        return torch.tensor(values, dtype=dtype).pin_memory().to(device, non_blocking=True)
 
 
 def device_constant(values: Sequence[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A small constant tensor on `device`, made once per value (never modify it): a tensor made from
-    Python numbers on a GPU waits for all the work queued there, which would stall the overlap of pairs."""
+    Python numbers on a GPU waits for all the work queued there, which would stall the overlap of pairs,
+    so on a GPU it is uploaded asynchronously, and reused while the same values come again."""
     return _constant(tuple(values), dtype, torch.device(device))
 
 
