@@ -1,5 +1,15 @@
 """Exceptions the front ends turn into clear messages (no traceback for the user)."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def some_of(names: Sequence[str], limit: int = 4) -> str:
+    """The first `limit` of `names` for a message, and how many more there are."""
+    shown = ", ".join(names[:limit])
+    return f"{shown} (+{len(names) - limit} more)" if len(names) > limit else shown
+
 
 class AmtVfiError(Exception):
     """Base class: anything the user can fix from the message alone."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError, CheckpointNotFoundError, InputError
+from ..errors import CheckpointError, CheckpointNotFoundError, InputError, some_of
 from ..network import AMT, VariantSpec, detect_variant, state_dict_shapes
 from .files import written_atomically
 
@@ -95,7 +95,7 @@ def _unwrap(content: object, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
         content = content["state_dict"]
     if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
-        found = f"; it holds {_summarise([str(key) for key in content])}" if isinstance(content, dict) else ""
+        found = f"; it holds {some_of([str(key) for key in content])}" if isinstance(content, dict) else ""
         raise CheckpointError(
             f"{path} holds no state dict of tensors (the official files keep them under 'state_dict'){found}: "
             "it is not an AMT checkpoint"
@@ -124,18 +124,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return _unwrap(_read_pickle(path), path)
 
 
-def _summarise(keys: list[str], limit: int = 4) -> str:
-    shown = ", ".join(keys[:limit])
-    return f"{shown} (+{len(keys) - limit} more)" if len(keys) > limit else shown
-
-
 def verify_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path) -> VariantSpec:
     """The variant these weights belong to; raises CheckpointError naming what does not fit."""
     if not state_dict:
         raise CheckpointError(f"{path} holds no tensors: it is not an AMT checkpoint")
     spec = detect_variant(state_dict)
     if spec is None:
-        sample = _summarise(sorted(state_dict))
+        sample = some_of(sorted(state_dict))
         raise CheckpointError(f"{path} is not an AMT checkpoint (AMT-S/L/G); its keys look like: {sample}")
     expected = state_dict_shapes(spec)
     missing = sorted(set(expected) - set(state_dict))
@@ -147,11 +142,11 @@ def verify_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path) -> 
     )
     problems = []
     if missing:
-        problems.append(f"missing keys: {_summarise(missing)}")
+        problems.append(f"missing keys: {some_of(missing)}")
     if unexpected:
-        problems.append(f"unexpected keys: {_summarise(unexpected)}")
+        problems.append(f"unexpected keys: {some_of(unexpected)}")
     if reshaped:
-        problems.append(f"wrong shapes: {_summarise(reshaped, 2)}")
+        problems.append(f"wrong shapes: {some_of(reshaped, 2)}")
     if problems:
         raise CheckpointError(f"{path} looks like {spec.name} but does not fit it; " + "; ".join(problems))
     return spec

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import some_of
 from ..temp_files import new_sibling
 from .errors import OutputExistsError, OutputWriteError, translate_errors
 from .naming import is_frame_file
@@ -53,11 +54,10 @@ def check_destination(path: Path, overwrite: bool) -> None:
     if path.is_dir() and not path.is_symlink():
         foreign = _foreign_entries(path)
         if foreign:
-            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise OutputExistsError(
-                f"Output folder {path} holds files amt-vfi did not write ({shown}); it replaces a folder only when "
-                "it holds nothing but the frame_NNNNNN.png (or .dpx) pictures of an earlier output: choose a new or "
-                "empty folder"
+                f"Output folder {path} holds files amt-vfi did not write ({some_of(foreign, 3)}); it replaces a "
+                "folder only when it holds nothing but the frame_NNNNNN.png (or .dpx) pictures of an earlier "
+                "output: choose a new or empty folder"
             )
 
 

@@ -21,6 +21,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from ..errors import some_of
 from .base import (
     IMAGE_EXTENSIONS,
     PNG,
@@ -187,7 +188,7 @@ class ImageFolderSource(FrameSource):
             log.warning(
                 "leaving out the OpenEXR images of %s (%s): amt-vfi does not read OpenEXR",
                 folder,
-                ", ".join(openexr[:3]) + (", ..." if len(openexr) > 3 else ""),
+                some_of(openexr, 3),
             )
         if len(files) < 2:
             found = "no images" if not files else f"only one image ({files[0].name})"
