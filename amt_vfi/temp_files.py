@@ -23,3 +23,8 @@ def new_sibling(path: Path, tag: str, *, directory: bool) -> Path:
         except FileExistsError:
             continue
         return candidate
+
+
+def sibling_pattern(name: str, tag: str) -> str:
+    """The glob pattern of the siblings `new_sibling` makes for a file called `name` (`*` for any file)."""
+    return f".{name}.{tag}-*"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError, CheckpointNotFoundError
 from ..network import CHECKPOINT_VARIANTS
+from ..temp_files import sibling_pattern
 from .files import written_atomically
 from .reader import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX, read_state_dict, verify_state_dict
 
@@ -142,7 +143,7 @@ def _discard_stale_partials(target: Path) -> None:
     if not target.parent.is_dir():
         return
     cutoff = time.time() - STALE_PARTIAL_SECONDS
-    for temp in target.parent.glob(f".{target.name}.partial-*"):
+    for temp in target.parent.glob(sibling_pattern(target.name, "partial")):
         with contextlib.suppress(OSError):
             if temp.stat().st_mtime < cutoff:
                 temp.unlink()

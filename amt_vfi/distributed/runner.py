@@ -31,6 +31,7 @@ from ..media.atomic import check_destination, discard
 from ..media.tracks import announce_left_out_tracks
 from ..media.video import CONTAINER_FORMATS
 from ..pipeline import JobSettings, check_output, check_output_name, plan_for
+from ..temp_files import sibling_pattern
 from .chunks import DEFAULT_CHUNK_FRAMES, Chunk, choose_boundaries, make_chunks, scan_ranges
 from .clips import batch_outputs, expand_batch, is_batch
 from .manifest import Manifest, fingerprint, manifest_path, settings_key, still_matches, work_path
@@ -457,7 +458,7 @@ def _discard_unfinished(work: Path) -> None:
     others), and the work folder itself when nothing finished is left in it."""
     if not work.is_dir():
         return
-    for temp in list(work.rglob(".*.partial-*")):
+    for temp in list(work.rglob(sibling_pattern("*", "partial"))):
         discard(temp)
     if not any(path.is_file() for path in work.rglob("*")):
         shutil.rmtree(work, ignore_errors=True)
