@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import sys
 
+#: The exit status of a job stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
+
+
+def interrupted(kept: str = "no output was written") -> int:
+    """Say that the job was stopped and what is left of it; the exit status to return."""
+    print(f"amt-vfi: interrupted; {kept}", file=sys.stderr)
+    return INTERRUPTED
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run `amt-vfi` with `argv` (default: the process's arguments) and return its exit status."""
     try:
         from .app import main as run
     except KeyboardInterrupt:
-        print("amt-vfi: interrupted; no output was written", file=sys.stderr)
-        return 130
+        return interrupted()
     return run(argv)
 
 

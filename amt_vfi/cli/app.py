@@ -22,6 +22,7 @@ from ..errors import AmtVfiError, InputError
 from ..media import DEFAULT_CODEC, absolute_path
 from ..network import CHECKPOINT_VARIANTS, CORRELATION_MODES
 from ..pipeline import JobReport, JobSettings, Timing, interpolate_file, option_problem
+from . import interrupted
 
 DEBUG_VARIABLE = "AMT_VFI_DEBUG"
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"
@@ -351,9 +352,7 @@ def _run_job(args: argparse.Namespace, input_path: Path, parser: argparse.Argume
         )
         return 1
     except KeyboardInterrupt:
-        kept = "finished chunks are kept; rerun the same command to resume" if on_ray else "no output was written"
-        print(f"amt-vfi: interrupted; {kept}", file=sys.stderr)
-        return 130
+        return interrupted("finished chunks are kept; rerun the same command to resume") if on_ray else interrupted()
     if not args.quiet:
         print(_summary(report))
     return 0
