@@ -135,22 +135,24 @@ def read_image(path: Path) -> np.ndarray:
     return _read(path)[0]
 
 
-def _dpx_size(path: Path) -> tuple[int, int]:
-    """(width, height) from a DPX image header: pixels per line and lines per element at bytes 772-779."""
-    with path.open("rb") as file:
-        header = file.read(780)
-    if len(header) < 780:
+# A DPX image header holds pixels per line and lines per element (32 bits each) at bytes 772-779.
+_DPX_SIZE_AT = 772
+
+
+def _dpx_size(header: bytes) -> tuple[int, int]:
+    """(width, height) from the first bytes of a DPX file."""
+    if len(header) < _DPX_SIZE_AT + 8:
         raise ValueError("DPX header cut short")
-    return struct.unpack(_DPX_BYTE_ORDER[header[:4]] + "II", header[772:780])
+    return struct.unpack(_DPX_BYTE_ORDER[header[:4]] + "II", header[_DPX_SIZE_AT : _DPX_SIZE_AT + 8])
 
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) of the upright picture, from the file header, without decoding the pixels."""
     with translate_errors(UnreadableInputError, f"Cannot read image {path}; is the file damaged?"):
         with path.open("rb") as file:
-            magic = file.read(4)
-        if magic in _DPX_BYTE_ORDER:
-            return _dpx_size(path)
+            header = file.read(_DPX_SIZE_AT + 8)
+        if header[:4] in _DPX_BYTE_ORDER:
+            return _dpx_size(header)
         with Image.open(path) as image:
             width, height = image.size
             return (height, width) if _orientation(image) in _SIDEWAYS else (width, height)
