@@ -29,7 +29,7 @@ def _luma(frame: torch.Tensor, size: int) -> torch.Tensor:
 def _cut_features(frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A frame's luma thumbnail and the mean of each colour channel."""
     pixels = frame[..., :3].float()
-    return _luma(frame, THUMBNAIL), pixels.mean(dim=(0, 1))
+    return _luma(pixels, THUMBNAIL), pixels.mean(dim=(0, 1))
 
 
 def _active_span(first: torch.Tensor, second: torch.Tensor, dim: int) -> slice:
