@@ -70,6 +70,7 @@ def run_engine(args: argparse.Namespace, checkpoint: Path, frames: torch.Tensor,
         correlation=args.correlation,
         scale_factor=args.scale,
         autotune=args.autotune,
+        compile=args.compile,
     )
     plan = amt_vfi.multiplier_plan(frames.shape[0], multiplier)
     produced = 0
@@ -123,6 +124,7 @@ def one_case(args: argparse.Namespace) -> None:
         "variant": args.variant,
         "precision": args.precision,
         "autotune": args.autotune,
+        "compile": args.compile,
         "seconds": round(seconds, 4),
         "output_frames": produced,
         "new_frames": new_frames,
@@ -161,6 +163,7 @@ def main() -> None:
         default=True,
         help="the CLI's process-wide switches: cuDNN autotuning, or on a CPU keeping freed memory for reuse",
     )
+    parser.add_argument("--compile", action="store_true", help="run the engine's decoders through torch.compile")
     parser.add_argument("--checkpoint", help="stand-in weights are made when omitted")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -176,6 +179,7 @@ def main() -> None:
             command += ["--naive"] if args.naive else []
             command += [] if args.warmup else ["--no-warmup"]
             command += [] if args.autotune else ["--no-autotune"]
+            command += ["--compile"] if args.compile else []
             done = subprocess.run(command, capture_output=True, text=True)
             print(done.stdout.strip() or f'{{"case": "{case}", "error": {json.dumps(done.stderr[-400:])}}}', flush=True)
 
