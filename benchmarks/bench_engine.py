@@ -107,6 +107,10 @@ def one_case(args: argparse.Namespace) -> None:
     checkpoint = Path(args.checkpoint)
     runner = run_naive if args.naive else run_engine
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
+    if device.type == "cuda" and args.gpu_memory_gb:
+        # A smaller card, simulated: the allocator refuses more, and the engine's budget follows.
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.gpu_memory_gb * 2**30 / total), device)
     if args.warmup:
         # One pair with the case's multiplier, so every layer shape of the timed run has been seen once.
         runner(args, checkpoint, frames[:2], multiplier)
@@ -125,6 +129,7 @@ def one_case(args: argparse.Namespace) -> None:
         "precision": args.precision,
         "autotune": args.autotune,
         "compile": args.compile,
+        "gpu_memory_gb": args.gpu_memory_gb,
         "seconds": round(seconds, 4),
         "output_frames": produced,
         "new_frames": new_frames,
@@ -164,6 +169,7 @@ def main() -> None:
         help="the CLI's process-wide switches: cuDNN autotuning, or on a CPU keeping freed memory for reuse",
     )
     parser.add_argument("--compile", action="store_true", help="run the engine's decoders through torch.compile")
+    parser.add_argument("--gpu-memory-gb", type=float, help="let the process use no more of the GPU than this")
     parser.add_argument("--checkpoint", help="stand-in weights are made when omitted")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -180,6 +186,7 @@ def main() -> None:
             command += [] if args.warmup else ["--no-warmup"]
             command += [] if args.autotune else ["--no-autotune"]
             command += ["--compile"] if args.compile else []
+            command += ["--gpu-memory-gb", str(args.gpu_memory_gb)] if args.gpu_memory_gb else []
             done = subprocess.run(command, capture_output=True, text=True)
             print(done.stdout.strip() or f'{{"case": "{case}", "error": {json.dumps(done.stderr[-400:])}}}', flush=True)
 

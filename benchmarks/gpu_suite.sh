@@ -21,6 +21,8 @@ bench="timeout 150 python3 benchmarks/bench_engine.py --device cuda --threads 16
   $bench --case 2160x3840x2:2 --precision fp16
   $bench --variant amt-g --case 2160x3840x2:2 --precision fp16
   $bench --variant amt-g --case 2160x3840x2:2 --precision fp32
+  $bench --variant amt-g --case 2160x3840x2:2 --precision fp16 --gpu-memory-gb 24  # as on a 24 GB card
+  $bench --variant amt-g --case 2160x3840x2:2 --precision fp32 --gpu-memory-gb 24
 } 2>&1 | tee "$out/engine.jsonl"
 timeout 120 python3 benchmarks/precision_psnr.py --device cuda 2>&1 | tee "$out/psnr.txt"
 if [ -d .seedkit ]; then

@@ -18,11 +18,14 @@ T = TypeVar("T")
 
 def default_budget(device: torch.device) -> int:
     """Bytes one frame pair may use on `device`: 60% of what is free on a GPU (counting what PyTorch holds
-    in its cache but does not use, which the driver reports as taken), 2 GiB elsewhere."""
+    in its cache but does not use, which the driver reports as taken, and no more than the process may
+    take under `torch.cuda.set_per_process_memory_fraction`), 2 GiB elsewhere."""
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        return int((free + cached) * 0.6)
+        free, total = torch.cuda.mem_get_info(device)
+        allocated = torch.cuda.memory_allocated(device)
+        cached = torch.cuda.memory_reserved(device) - allocated
+        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _device: 1.0)(device)
+        return int(min(free + cached, total * fraction - allocated) * 0.6)
     return 2 * GIB
 
 

@@ -92,6 +92,8 @@ def device_constant(values: Sequence[float], dtype: torch.dtype, device: torch.d
     """A small constant tensor on `device`, made once per value (never modify it): a tensor made from
     Python numbers on a GPU waits for all the work queued there, which would stall the overlap of pairs,
     so on a GPU it is uploaded asynchronously, and reused while the same values come again."""
+    if torch.compiler.is_compiling():  # a constant of the compiled graph: no upload, no wait
+        return torch.tensor(tuple(values), dtype=dtype, device=device)
     return _constant(tuple(values), dtype, torch.device(device))
 
 
