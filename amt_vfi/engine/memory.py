@@ -24,7 +24,8 @@ def default_budget(device: torch.device) -> int:
         free, total = torch.cuda.mem_get_info(device)
         allocated = torch.cuda.memory_allocated(device)
         cached = torch.cuda.memory_reserved(device) - allocated
-        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _device: 1.0)(device)
+        index = torch.cuda.current_device() if device.index is None else device.index  # it needs one
+        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _index: 1.0)(index)
         return int(min(free + cached, total * fraction - allocated) * 0.6)
     return 2 * GIB
 
