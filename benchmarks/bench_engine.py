@@ -110,7 +110,7 @@ def one_case(args: argparse.Namespace) -> None:
     if device.type == "cuda" and args.gpu_memory_gb:
         # A smaller card, simulated: the allocator refuses more, and the engine's budget follows.
         total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, args.gpu_memory_gb * 2**30 / total), device)
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.gpu_memory_gb * 2**30 / total))
     if args.warmup:
         # One pair with the case's multiplier, so every layer shape of the timed run has been seen once.
         runner(args, checkpoint, frames[:2], multiplier)
