@@ -547,3 +547,27 @@ def test_least_device_memory_covers_the_measured_peaks(engine: amt_vfi.Interpola
     # On an H200 a 1080p AMT-S pair peaked at 1.2 GB in fp16 with the on-demand correlation: 2.4 GB in fp32.
     assert 2.4e9 < engine.least_device_memory(1080, 1920) < 3.6e9
     assert engine.least_device_memory(1, 1) < 50e6  # padded to the 128 x 128 minimum, weights included
+
+
+def test_default_gpu_budget_follows_a_per_process_memory_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from amt_vfi.engine.memory import GIB, default_budget
+
+    # An 80 GB card with 70 GB free, 2 GB in use and 1 GB cached by this process: capped at 24 GB, the
+    # process may take 22 GB more, so the pair gets 60% of that instead of 60% of the free 71 GB.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (70 * GIB, 80 * GIB))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 2 * GIB)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 3 * GIB)
+    fractions: list[int] = []
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda index: fractions.append(index) or 0.3)
+    assert default_budget(torch.device("cuda", 1)) == int(22 * GIB * 0.6)
+    assert fractions == [1]  # asked with an index: a bare "cuda" is refused there
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda index: 1.0)
+    assert default_budget(torch.device("cuda", 0)) == int(71 * GIB * 0.6)
+
+
+def test_compiled_decoders_give_the_eager_frames(amt_s_path: Path) -> None:
+    generator = torch.Generator().manual_seed(3)
+    frame0, frame1 = torch.rand(40, 56, 3, generator=generator), torch.rand(40, 56, 3, generator=generator)
+    eager = amt_vfi.Interpolator(amt_s_path, device="cpu").interpolate_pair(frame0, frame1, [0.25, 0.5])
+    compiled = amt_vfi.Interpolator(amt_s_path, device="cpu", compile=True)
+    assert compiled.interpolate_pair(frame0, frame1, [0.25, 0.5]).sub(eager).abs().max() < 1e-4
