@@ -15,6 +15,9 @@ bench="timeout 150 python3 benchmarks/bench_engine.py --device cuda --threads 16
   $bench --case 1080x1920x16:2 --precision fp16 --correlation on-demand
   timeout 240 python3 benchmarks/bench_engine.py --device cuda --threads 16 --case 1080x1920x16:2 --precision fp16 --compile
   $bench --case 1080x1920x16:2 --precision fp32
+  node="timeout 150 python3 benchmarks/bench_node.py --device cuda --threads 16"  # the ComfyUI node as called
+  $node --case 1080x1920x16:2 --precision fp32
+  $node --case 1080x1920x16:2 --precision fp16
   $bench --case 1080x1920x4:2 --precision fp32 --naive
   $bench --case 256x448x4:4 --precision fp16
   $bench --case 256x448x4:4 --precision fp16 --no-autotune  # was 3x slower per frame than 1080p: autotuning?
