@@ -571,22 +571,3 @@ def test_compiled_decoders_give_the_eager_frames(amt_s_path: Path) -> None:
     eager = amt_vfi.Interpolator(amt_s_path, device="cpu").interpolate_pair(frame0, frame1, [0.25, 0.5])
     compiled = amt_vfi.Interpolator(amt_s_path, device="cpu", compile=True)
     assert compiled.interpolate_pair(frame0, frame1, [0.25, 0.5]).sub(eager).abs().max() < 1e-4
-
-
-def test_cudnn_autotuning_is_scoped_and_respects_determinism() -> None:
-    from amt_vfi.engine.devices import cudnn_autotuning
-
-    cudnn = torch.backends.cudnn
-    assert cudnn.benchmark is False
-    with pytest.raises(ValueError), cudnn_autotuning(torch.device("cuda")):
-        assert cudnn.benchmark is True
-        raise ValueError("a failing pair")
-    assert cudnn.benchmark is False  # put back, also after an error
-    with cudnn_autotuning(torch.device("cpu")):
-        assert cudnn.benchmark is False
-    torch.use_deterministic_algorithms(True)
-    try:
-        with cudnn_autotuning(torch.device("cuda")):
-            assert cudnn.benchmark is False  # tuning may pick different kernels from run to run
-    finally:
-        torch.use_deterministic_algorithms(False)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from ..engine import Interpolator, PlannedFrame, frames_in_order, multiplier_plan, schedule_plan, skip_predicate
-from ..engine.devices import PRECISION_CHOICES, cudnn_autotuning
+from ..engine.devices import PRECISION_CHOICES
 from ..engine.interpolator import MOST_PIXEL_VALUE, looks_channels_first
 from ..engine.plan import SkipPredicate, plan_groups, whole_number
 from ..errors import InputError
@@ -234,7 +234,7 @@ def interpolate_frames(
     pairs_since_clear = 0
     index = 0
     try:
-        with torch.no_grad(), cudnn_autotuning(interpolator.device):
+        with torch.no_grad():
             for _, original, items in plan_groups(plan):
                 if not original:
                     host.throw_if_interrupted()  # cancel between pairs

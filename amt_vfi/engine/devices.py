@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 
 from ..errors import InputError
@@ -74,20 +71,3 @@ def release_cached_memory(device: torch.device) -> None:
             torch._C._host_emptyCache()
     elif device.type == "mps":
         torch.mps.empty_cache()
-
-
-@contextlib.contextmanager
-def cudnn_autotuning(device: torch.device) -> Iterator[None]:
-    """cuDNN tunes its convolution kernels to the frame size inside the block (a 1080p pair about 20%
-    faster), and the process-wide switch is put back after, for hosts whose other work should not
-    change. Left alone where the process asked for deterministic algorithms."""
-    backend = torch.backends.cudnn
-    if device.type != "cuda" or backend.deterministic or torch.are_deterministic_algorithms_enabled():
-        yield
-        return
-    before = backend.benchmark
-    backend.benchmark = True
-    try:
-        yield
-    finally:
-        backend.benchmark = before
