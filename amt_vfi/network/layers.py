@@ -79,6 +79,9 @@ def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch < 2.3 has none
+
+
 @functools.lru_cache(maxsize=128)
 def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     with torch.inference_mode(False):  # usable outside inference mode too
@@ -92,7 +95,7 @@ def device_constant(values: Sequence[float], dtype: torch.dtype, device: torch.d
     """A small constant tensor on `device`, made once per value (never modify it): a tensor made from
     Python numbers on a GPU waits for all the work queued there, which would stall the overlap of pairs,
     so on a GPU it is uploaded asynchronously, and reused while the same values come again."""
-    if torch.compiler.is_compiling():  # a constant of the compiled graph: no upload, no wait
+    if _is_compiling():  # a constant of the compiled graph: no upload, no wait
         return torch.tensor(tuple(values), dtype=dtype, device=device)
     return _constant(tuple(values), dtype, torch.device(device))
 
