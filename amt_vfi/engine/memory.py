@@ -24,9 +24,9 @@ def default_budget(device: torch.device) -> int:
         free, total = torch.cuda.mem_get_info(device)
         allocated = torch.cuda.memory_allocated(device)
         cached = torch.cuda.memory_reserved(device) - allocated
-        index = torch.cuda.current_device() if device.index is None else device.index  # it needs one
+        index = torch.cuda.current_device() if device.index is None else device.index  # 'cuda' is refused there
         fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _index: 1.0)(index)
-        return int(min(free + cached, total * fraction - allocated) * 0.6)
+        return int(max(0.0, min(free + cached, total * fraction - allocated)) * 0.6)
     return 2 * GIB
 
 
