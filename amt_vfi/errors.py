@@ -11,8 +11,22 @@ def some_of(names: Sequence[str], limit: int = 4) -> str:
     return f"{shown} (+{len(names) - limit} more)" if len(names) > limit else shown
 
 
+def _package_module(module: str) -> str:
+    """'/home/me/ComfyUI/custom_nodes/amt-vfi.amt_vfi.errors' (the package as ComfyUI imports a node folder)
+    -> 'amt_vfi.errors': ComfyUI names an error by its class's module, and a path there reads like a crash."""
+    _, found, rest = module.rpartition(".amt_vfi.")
+    return f"amt_vfi.{rest}" if found else module
+
+
 class AmtVfiError(Exception):
     """Base class: anything the user can fix from the message alone."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__module__ = _package_module(cls.__module__)
+
+
+AmtVfiError.__module__ = _package_module(AmtVfiError.__module__)
 
 
 class CheckpointError(AmtVfiError, ValueError):

@@ -341,6 +341,9 @@ def test_state_list_parse_errors_are_clear(nodes, errors) -> None:
     with pytest.raises(errors.InputError, match="'5-99999999' names more than 1,000,000 pairs; end the range"):
         states(nodes, "5-99999999", True)  # refused at once, without a list of a hundred million numbers
     assert states(nodes, "1, 2,\n3,", True).frame_indices == [1, 2, 3]
+    assert states(nodes, "1.0, 4", True).frame_indices == [1, 4]  # whole numbers written as floats
+    with pytest.raises(errors.InputError, match="'2.5' is not a whole number"):
+        states(nodes, "1, 2.5", True)
 
 
 def test_float_to_int_and_text_schedule(nodes, errors) -> None:
@@ -425,7 +428,7 @@ def test_multiplier_accepts_numpy_tensor_tuple_and_whole_float(nodes, blend) -> 
         assert len(vfi(nodes, frames, multiplier)) == expected
 
 
-def test_scale_factors_are_checked_when_a_prompt_is_queued(pack) -> None:
+def test_scale_factor_and_precision_are_checked_when_a_prompt_is_queued(pack) -> None:
     for name in ("AMT VFI", "AMT Model Loader"):
         validate = pack.NODE_CLASS_MAPPINGS[name].VALIDATE_INPUTS
         assert validate(scale_factor=0.5) is True and validate() is True
@@ -433,6 +436,9 @@ def test_scale_factors_are_checked_when_a_prompt_is_queued(pack) -> None:
         assert "scale factor 0.3 is not usable" in validate(scale_factor=0.3)
         assert "must be in (0, 1]" in validate(scale_factor=1.5)
         assert "scale_factor 0.2 is below 0.25" in validate(scale_factor=0.2)  # usable by the library, not here
+        assert validate(precision="fp32") is True and validate(precision="bf16") is True
+        assert "fp16 is not supported on the CPU" in validate(precision="fp16")  # these tests run on the CPU
+        assert "precision must be one of" in validate(precision="fp64")  # ComfyUI's own list check is off
 
 
 @pytest.mark.parametrize(
@@ -676,3 +682,17 @@ def test_a_gpu_run_asks_comfyui_to_make_room_first(nodes, blend, fake_comfy) -> 
     assert freed == [(3 << 30, torch.device("cuda", 0))]
     vfi(nodes, numbered_frames(3), 2)  # on the CPU there is nothing to unload
     assert len(freed) == 1
+
+
+def test_errors_are_named_by_package_not_by_node_folder_path(pack, errors) -> None:
+    # ComfyUI shows "<module>.<class>" of an error; the pack's modules live under its folder's path.
+    assert pack.__name__ == "amt-vfi-pack" and errors.__name__ == "amt-vfi-pack.amt_vfi.errors"
+    assert f"{errors.InputError.__module__}.{errors.InputError.__qualname__}" == "amt_vfi.errors.InputError"
+    assert errors.AmtVfiError.__module__ == "amt_vfi.errors"
+    assert pack.amt_vfi.media.errors.OutputWriteError.__module__ == "amt_vfi.media.errors"
+    import pickle
+
+    import amt_vfi.errors  # the installed package, as the CLI and Ray workers use it: names unchanged
+
+    error = pickle.loads(pickle.dumps(amt_vfi.errors.InputError("frames must be RGB")))
+    assert type(error) is amt_vfi.errors.InputError and str(error) == "frames must be RGB"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from ..engine.devices import resolve_precision
 from ..engine.padding import alignment_for
 from ..errors import InputError
 from ..network import CORRELATION_MODES
+from . import host
 
 SCALE_FACTORS_HINT = "1.0, 0.8, 0.5, 0.4 or 0.25"
 #: The slider's range; smaller factors would pad small frames to huge sizes (the network's 128 px at 1/scale).
@@ -67,9 +69,24 @@ def validate_scale_factor(scale_factor: object) -> bool | str:
     return True
 
 
-class ScaleFactorValidation:
-    """For the nodes with a scale_factor widget: ComfyUI calls VALIDATE_INPUTS when a prompt is queued."""
+def validate_precision(precision: object) -> bool | str:
+    """ComfyUI's VALIDATE_INPUTS answer for the precision list, which offers fp16 on every machine: True, or
+    why it cannot run on the device ComfyUI uses (fp16 on a CPU), shown when the prompt is queued. Declaring
+    the input there turns ComfyUI's own check of the list off, so unknown names are refused here too."""
+    if precision is None:
+        return True
+    try:
+        resolve_precision(precision, host.torch_device())
+    except InputError as error:
+        return str(error)
+    return True
+
+
+class QueueTimeValidation:
+    """For the nodes with scale_factor and precision widgets: ComfyUI calls VALIDATE_INPUTS when a prompt is
+    queued, so a value that cannot run is reported then, before any other node of the prompt runs."""
 
     @classmethod
-    def VALIDATE_INPUTS(cls, scale_factor: object = 1.0) -> bool | str:  # noqa: N802 - ComfyUI's name
-        return validate_scale_factor(scale_factor)
+    def VALIDATE_INPUTS(cls, scale_factor: object = 1.0, precision: object = None) -> bool | str:  # noqa: N802
+        scale_answer = validate_scale_factor(scale_factor)
+        return scale_answer if scale_answer is not True else validate_precision(precision)

@@ -37,7 +37,7 @@ from ..engine.padding import alignment_for
 from ..errors import InputError
 from ..network import AMT
 from . import host, models
-from .inputs import ScaleFactorValidation, correlation_input, scale_factor_input
+from .inputs import QueueTimeValidation, correlation_input, scale_factor_input
 
 
 def _row_times(timestep: object, rows: int) -> list[float]:
@@ -144,7 +144,7 @@ class AMTFrameInterpolationModel(nn.Module):
         return out
 
 
-class AMTModelLoader(ScaleFactorValidation):
+class AMTModelLoader(QueueTimeValidation):
     """Loads an AMT checkpoint as a FRAME_INTERPOLATION_MODEL for core's "Frame Interpolate" node."""
 
     CATEGORY = "loaders"

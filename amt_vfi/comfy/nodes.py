@@ -18,7 +18,7 @@ from ..engine.interpolator import MOST_PIXEL_VALUE, looks_channels_first
 from ..engine.plan import SkipPredicate, plan_groups, whole_number
 from ..errors import InputError
 from . import host, models
-from .inputs import ScaleFactorValidation, checked_scale_factor, correlation_input, scale_factor_input
+from .inputs import QueueTimeValidation, checked_scale_factor, correlation_input, scale_factor_input
 from .native import AMTModelLoader
 
 CATEGORY = "ComfyUI-Frame-Interpolation/VFI"
@@ -63,6 +63,17 @@ def _text_pieces(text: str) -> Iterator[str]:
 MOST_FRAME_INDICES = 1_000_000
 
 
+def _whole_number_text(piece: str) -> int:
+    """'3' -> 3, and '3.0' -> 3 too (a float widget's text); '3.5' raises ValueError."""
+    try:
+        return int(piece)
+    except ValueError:
+        number = float(piece)
+        if not number.is_integer():
+            raise
+        return int(number)
+
+
 def parse_frame_indices(text: str) -> list[int]:
     """Pair indices: "1,2,3" -> [1, 2, 3]; also newlines as separators, ranges "4-7" (inclusive) and empty pieces."""
     if not isinstance(text, str):
@@ -82,7 +93,7 @@ def parse_frame_indices(text: str) -> list[int]:
             indices += range(first, last + 1)
             continue
         try:
-            indices.append(int(piece))
+            indices.append(_whole_number_text(piece))
         except ValueError:
             raise InputError(
                 f"frame_indices: {piece!r} is not a whole number; write pair indices separated by commas, "
@@ -258,7 +269,7 @@ def interpolate_frames(
 # -- nodes ------------------------------------------------------------------------------------------
 
 
-class AMT_VFI(ScaleFactorValidation):  # noqa: N801 - the seed's class name
+class AMT_VFI(QueueTimeValidation):  # noqa: N801 - the seed's class name
     """AMT frame interpolation with the seed node's inputs and results, bounded memory and a cached model."""
 
     CATEGORY = CATEGORY
