@@ -435,7 +435,7 @@ def test_scale_factor_and_precision_are_checked_when_a_prompt_is_queued(pack) ->
         assert validate(scale_factor=None) is True  # linked from another node: ComfyUI passes None at queue time
         assert "scale factor 0.3 is not usable" in validate(scale_factor=0.3)
         assert "must be in (0, 1]" in validate(scale_factor=1.5)
-        assert "scale_factor 0.2 is below 0.25" in validate(scale_factor=0.2)  # usable by the library, not here
+        assert "scale factor 0.2 is below 0.25" in validate(scale_factor=0.2)
         assert validate(precision="fp32") is True and validate(precision="bf16") is True
         assert "fp16 is not supported on the CPU" in validate(precision="fp16")  # these tests run on the CPU
         assert "precision must be one of" in validate(precision="fp64")  # ComfyUI's own list check is off

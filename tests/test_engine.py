@@ -571,3 +571,9 @@ def test_compiled_decoders_give_the_eager_frames(amt_s_path: Path) -> None:
     eager = amt_vfi.Interpolator(amt_s_path, device="cpu").interpolate_pair(frame0, frame1, [0.25, 0.5])
     compiled = amt_vfi.Interpolator(amt_s_path, device="cpu", compile=True)
     assert compiled.interpolate_pair(frame0, frame1, [0.25, 0.5]).sub(eager).abs().max() < 1e-4
+
+
+def test_scale_factors_that_would_pad_frames_up_are_refused(amt_s_path: Path) -> None:
+    with pytest.raises(InputError, match="scale factor 0.0625 is below 0.25: smaller frames would be padded"):
+        amt_vfi.Interpolator(amt_s_path, device="cpu", scale_factor=0.0625)  # 256x448 padded to 2048 px
+    assert amt_vfi.Interpolator(amt_s_path, device="cpu", scale_factor=0.25).scale_factor == 0.25

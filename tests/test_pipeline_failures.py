@@ -134,3 +134,17 @@ def test_ctrl_c_during_the_swap_of_a_folder_output_is_held_until_it_is_done(
     assert (old / "frame_000000.png").read_bytes() == b"new"  # the swap finished before the interrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_running_out_of_cpu_memory_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    clip = _clip(tmp_path, frames=4)
+
+    def no_memory(self, frame0, frame1, timesteps):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1966080000 bytes.")
+
+    monkeypatch.setattr(Interpolator, "_launch_pair", no_memory)
+    assert main([str(clip), "-o", str(tmp_path / "out.mp4"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("amt-vfi: error: out of memory (DefaultCPUAllocator: can't allocate memory")
+    assert "use --scale 0.5" in err and "bug" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]

@@ -17,7 +17,8 @@ from pathlib import Path
 from .. import __version__
 from ..distributed import DEFAULT_CHUNK_FRAMES, ChunkEvent, interpolate_distributed, is_batch
 from ..engine import DEFAULT_CUT_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, DEVICE_CHOICES, PRECISION_CHOICES
-from ..engine.padding import alignment_for
+from ..engine.devices import is_out_of_memory
+from ..engine.padding import usable_scale_factor
 from ..errors import AmtVfiError, InputError
 from ..media import DEFAULT_CODEC, absolute_path
 from ..network import CHECKPOINT_VARIANTS, CORRELATION_MODES
@@ -92,12 +93,10 @@ def _crf(text: str) -> int:
 
 
 def _scale(text: str) -> float:
-    value = _number(text)
     try:
-        alignment_for(value)
+        return usable_scale_factor(_number(text))
     except InputError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,7 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--checkpoint", type=Path, help="use this checkpoint file (.pth or .safetensors)")
     model.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default auto")
     model.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help="auto: fp16 on CUDA, else fp32")
-    model.add_argument("--scale", type=_scale, default=1.0, help="network resolution factor, e.g. 0.5 for 4K")
+    model.add_argument(
+        "--scale",
+        type=_scale,
+        default=1.0,
+        help="network resolution factor, 0.25 to 1 (16 / S a whole number), e.g. 0.5 for 4K",
+    )
     model.add_argument("--correlation", default="auto", choices=CORRELATION_MODES, help="default auto (by memory)")
     media = parser.add_argument_group("input and output")
     media.add_argument("--input-fps", type=_rate, help="frame rate of an image-folder input (default 24)")
@@ -345,6 +349,13 @@ def _run_job(args: argparse.Namespace, input_path: Path, parser: argparse.Argume
     except Exception as error:  # a bug: still one line (and no partial output), the details on request
         if os.environ.get(DEBUG_VARIABLE) == "1":
             raise
+        if is_out_of_memory(error):  # outside the engine's fallbacks (e.g. a frame too large for the RAM)
+            print(
+                f"amt-vfi: error: out of memory ({str(error).splitlines()[0][:200]}); use --scale 0.5, a smaller "
+                "input, or a machine with more memory",
+                file=sys.stderr,
+            )
+            return 1
         print(
             f"amt-vfi: error: unexpected {type(error).__name__}: {error}. This is a bug in amt-vfi; please report "
             f"it with the command line ({DEBUG_VARIABLE}=1 shows where it happened)",

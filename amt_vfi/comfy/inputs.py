@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from ..engine.devices import resolve_precision
-from ..engine.padding import alignment_for
+from ..engine.padding import LEAST_SCALE_FACTOR, usable_scale_factor
 from ..errors import InputError
 from ..network import CORRELATION_MODES
 from . import host
 
 SCALE_FACTORS_HINT = "1.0, 0.8, 0.5, 0.4 or 0.25"
-#: The slider's range; smaller factors would pad small frames to huge sizes (the network's 128 px at 1/scale).
-LEAST_SCALE_FACTOR = 0.25
 
 
 def correlation_input() -> tuple:
@@ -48,12 +46,9 @@ def checked_scale_factor(value: object) -> float:
     except (TypeError, ValueError):
         raise InputError(f"scale_factor must be a number ({SCALE_FACTORS_HINT}), got {value!r}") from None
     try:
-        alignment_for(scale)
+        return usable_scale_factor(scale)
     except InputError as error:
         raise InputError(f"{error}. Allowed scale_factor values: {SCALE_FACTORS_HINT}") from None
-    if scale < LEAST_SCALE_FACTOR:
-        raise InputError(f"scale_factor {scale:g} is below {LEAST_SCALE_FACTOR}; allowed values: {SCALE_FACTORS_HINT}")
-    return scale
 
 
 def validate_scale_factor(scale_factor: object) -> bool | str:

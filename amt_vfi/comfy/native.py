@@ -33,7 +33,7 @@ from ..checkpoints import load_model
 from ..engine.devices import PRECISION_CHOICES, PRECISIONS, resolve_precision
 from ..engine.interpolator import Interpolator
 from ..engine.memory import check_correlation
-from ..engine.padding import alignment_for
+from ..engine.padding import usable_scale_factor
 from ..errors import InputError
 from ..network import AMT
 from . import host, models
@@ -67,10 +67,9 @@ class AMTFrameInterpolationModel(nn.Module):
     def __init__(self, amt: AMT, correlation: str = "auto", scale_factor: float = 1.0) -> None:
         super().__init__()
         check_correlation(correlation)
-        alignment_for(scale_factor)
         self.amt = amt
         self.correlation = correlation
-        self.scale_factor = float(scale_factor)
+        self.scale_factor = usable_scale_factor(scale_factor)
         self._engine: Interpolator | None = None
 
     def get_dtype(self) -> torch.dtype:

@@ -21,7 +21,7 @@ from .cpu_memory import KEEP_FREED_MEMORY_PIXELS, freed_memory_kept, keep_freed_
 from .devices import release_cached_memory, resolve_device, resolve_precision
 from .memory import check_correlation, correlation_budget, default_budget, least_pair_bytes, with_memory_fallback
 from .model_cache import cached_model
-from .padding import Padding, alignment_for, padding_for
+from .padding import Padding, padding_for, usable_scale_factor
 from .plan import PlannedFrame, plan_groups, whole_number
 
 CutPredicate = Callable[[torch.Tensor, torch.Tensor], bool]
@@ -112,8 +112,7 @@ class Interpolator:
             raise InputError(f"max_batch must be at least 1, got {max_batch}")
         if memory_budget_bytes is not None and memory_budget_bytes <= 0:
             raise InputError(f"memory_budget_bytes must be positive, got {memory_budget_bytes}")
-        alignment_for(scale_factor)
-        scale_factor = float(scale_factor)
+        scale_factor = usable_scale_factor(scale_factor)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         if autotune and self.device.type == "cuda":

@@ -34,7 +34,7 @@ from ..engine import (
 )
 from ..engine.devices import check_precision
 from ..engine.memory import check_correlation
-from ..engine.padding import alignment_for
+from ..engine.padding import usable_scale_factor
 from ..errors import InputError
 from ..media import DEFAULT_CODEC, FrameSink, FrameSource, is_video_output, open_sink, open_source
 from ..media.atomic import check_destination
@@ -158,7 +158,7 @@ class JobSettings:
             raise InputError(f"device must be one of {', '.join(DEVICE_CHOICES)}, not {self.device!r}")
         check_precision(self.precision)
         check_correlation(self.correlation)
-        alignment_for(self.scale)
+        usable_scale_factor(self.scale)
 
     def resolve_model(self) -> Path:
         """The checkpoint file, found or downloaded now, so a missing model is reported before any work."""
