@@ -109,6 +109,16 @@ def test_damaged_amt_checkpoint_lists_missing_and_reshaped_keys(amt_s_path: Path
     assert "comb_block.1.weight (5,) != (18,)" in message
 
 
+def test_nan_weights_are_blamed_on_the_checkpoint(amt_s_path: Path, tmp_path: Path) -> None:
+    state = torch.load(amt_s_path, weights_only=True)["state_dict"]
+    state["decoder1.convblock.2.bias"][3] = float("nan")
+    state["comb_block.0.weight"][0, 0, 0, 0] = float("inf")
+    path = tmp_path / "diverged.pth"
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(CheckpointError, match=r"holds NaN or infinite weights \(comb_block.0.weight, decoder1"):
+        amt_vfi.load_model(path)
+
+
 def test_other_layouts_and_unloadable_tensors_are_named(amt_s_path: Path, tmp_path: Path) -> None:
     state_dict = torch.load(amt_s_path, weights_only=True)["state_dict"]
     compiled = tmp_path / "compiled.pth"

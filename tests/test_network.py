@@ -196,6 +196,18 @@ def test_working_sizes_below_the_minimum_are_refused_with_advice(models: dict[st
         models["amt-s"](img, img, torch.full((1, 1, 1, 1), 0.5), scale_factor=scale)
 
 
+def test_integer_frames_and_non_finite_times_are_refused(models: dict[str, AMT]) -> None:
+    model = models["amt-s"]
+    img0, img1 = _frames(8, h=64, w=64)
+    as_bytes = (img0 * 255).to(torch.uint8)
+    with pytest.raises(ValueError, match=r"floating-point tensors with values in \[0, 1\], got torch.uint8"):
+        model(as_bytes, as_bytes, 0.5)  # gave an all-white frame
+    with pytest.raises(ValueError, match="time steps must be finite numbers .*got nan"), torch.inference_mode():
+        model(img0, img1, float("nan"))
+    with pytest.raises(ValueError, match="time steps must be finite numbers .*got 0.5, inf"):
+        model.interpolate(img0, img1, [0.5, float("inf")])
+
+
 def test_the_smallest_working_size_gives_finite_frames(models: dict[str, AMT]) -> None:
     img0, img1 = _frames(6, h=64, w=64)
     with torch.inference_mode():

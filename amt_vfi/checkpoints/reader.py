@@ -149,7 +149,20 @@ def verify_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path) -> 
         problems.append(f"wrong shapes: {some_of(reshaped, 2)}")
     if problems:
         raise CheckpointError(f"{path} looks like {spec.name} but does not fit it; " + "; ".join(problems))
+    damaged = sorted(key for key, tensor in state_dict.items() if _has_non_finite_values(tensor))
+    if damaged:
+        raise CheckpointError(
+            f"{path} holds NaN or infinite weights ({some_of(damaged)}): the file is damaged or came from a "
+            "training run that diverged; get it again"
+        )
     return spec
+
+
+def _has_non_finite_values(tensor: torch.Tensor) -> bool:
+    """NaN or infinity in dense floating-point weights (every frame would come out NaN)."""
+    if not tensor.is_floating_point() or tensor.is_meta or tensor.layout != torch.strided:
+        return False
+    return not bool(torch.isfinite(tensor).all())
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> AMT:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
+from ..errors import some_of
 from .correlation import CorrelationMode, WindowCorrelation, build_correlation
 from .decoders import InitialDecoder, MultiFieldDecoder, RefiningDecoder
 from .encoders import ContextPyramid, CorrelationFeatureEncoder, bottleneck_block, residual_block
@@ -63,6 +66,11 @@ def _check_pair(img0: torch.Tensor, img1: torch.Tensor, scale_factor: float) -> 
         raise ValueError(
             f"expected two B x 3 x H x W frames of one shape, got {tuple(img0.shape)} and {tuple(img1.shape)}"
         )
+    if not (img0.is_floating_point() and img1.is_floating_point()):
+        raise ValueError(
+            f"frames must be floating-point tensors with values in [0, 1], got {img0.dtype} and {img1.dtype} "
+            "(divide 8-bit frames by 255)"
+        )
     height, width = img0.shape[-2:]
     work_h, work_w = int(height * scale_factor), int(width * scale_factor)
     if work_h % 16 or work_w % 16:
@@ -75,6 +83,15 @@ def _check_pair(img0: torch.Tensor, img1: torch.Tensor, scale_factor: float) -> 
             f"frame size {height}x{width} at scale {scale_factor} gives a working size {work_h}x{work_w}, below "
             f"the {MIN_WORKING_SIDE} px per side that the coarsest correlation level needs: pad the frames first "
             "(amt_vfi.Interpolator pads frames of any size)"
+        )
+
+
+def _check_times(times: float | Sequence[float]) -> None:
+    """NaN or infinite time steps would give NaN frames, silently."""
+    values = [times] if isinstance(times, numbers.Real) else list(times)
+    if not all(math.isfinite(float(value)) for value in values):
+        raise ValueError(
+            f"time steps must be finite numbers (0 = img0, 1 = img1), got {some_of([str(v) for v in values])}"
         )
 
 
@@ -193,6 +210,8 @@ class AMT(nn.Module):
     def decode(self, features: PairFeatures, embt: torch.Tensor | float | Sequence[float]) -> torch.Tensor:
         """Frames at times `embt` (one number for every pair, or N of them, e.g. N x 1 x 1 x 1, N a
         multiple of the pair batch B; row t * B + b belongs to pair b) -> N x 3 x H x W in [0, 1]."""
+        if not isinstance(embt, torch.Tensor):  # numbers can be checked without waiting for a GPU
+            _check_times(embt)
         embt = torch.as_tensor(embt, dtype=torch.float32, device=features.mean.device).view(-1, 1, 1, 1)
         if embt.shape[0] == 1:  # one time for every pair
             embt = embt.expand(features.batch, 1, 1, 1)
@@ -259,6 +278,8 @@ class AMT(nn.Module):
         self, img0: torch.Tensor, img1: torch.Tensor, embt: torch.Tensor | float, scale_factor: float = 1.0
     ) -> torch.Tensor:
         """The frame at time `embt` between img0 (t = 0) and img1 (t = 1), as B x 3 x H x W."""
+        if not isinstance(embt, torch.Tensor):
+            _check_times(embt)  # before the encoding's work
         return self.decode(self.encode(img0, img1, scale_factor), embt)
 
     @torch.inference_mode()
@@ -271,6 +292,7 @@ class AMT(nn.Module):
         """
         if not len(timesteps):
             return img0.new_empty((0, 3, *img0.shape[-2:]), dtype=torch.float32)
+        _check_times(timesteps)
         features = self.encode(img0, img1, scale_factor, time_steps=len(timesteps))
         embt = torch.tensor(list(timesteps), dtype=torch.float32, device=img0.device)
         embt = embt.repeat_interleave(features.batch).view(-1, 1, 1, 1)
