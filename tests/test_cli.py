@@ -234,6 +234,7 @@ def test_usage_errors_name_the_option(tmp_path: Path, capsys) -> None:
         (["--scale", "inf"], "--scale: 'inf' is not a number"),
         (["--scale", "2"], "--scale: scale factor must be in (0, 1], not 2.0"),
         (["--scale", "0.3"], "--scale: scale factor 0.3 is not usable"),
+        (["--model", "amt-g", "--checkpoint", "amt-l.pth"], "argument --checkpoint: not allowed with argument --model"),
         (["--scale", "0.0625"], "--scale: scale factor 0.0625 is below 0.25: smaller frames would be padded"),
     ):
         with pytest.raises(SystemExit) as caught:

@@ -113,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     timing.add_argument("--fps", type=_rate, help="target frame rate, e.g. 60 or 60000/1001")
     parser.add_argument("--demo", action="store_true", help="use the short clip that ships with amt-vfi as input")
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="amt-s", choices=sorted(CHECKPOINT_VARIANTS), help="default amt-s")
-    model.add_argument("--checkpoint", type=Path, help="use this checkpoint file (.pth or .safetensors)")
+    weights = model.add_mutually_exclusive_group()  # a checkpoint file decides the variant itself
+    weights.add_argument("--model", default="amt-s", choices=sorted(CHECKPOINT_VARIANTS), help="default amt-s")
+    weights.add_argument("--checkpoint", type=Path, help="use this checkpoint file (.pth or .safetensors)")
     model.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default auto")
     model.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help="auto: fp16 on CUDA, else fp32")
     model.add_argument(
