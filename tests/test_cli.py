@@ -243,6 +243,19 @@ def test_usage_errors_name_the_option(tmp_path: Path, capsys) -> None:
         assert needle in capsys.readouterr().err
 
 
+def test_empty_and_pipe_paths_are_usage_errors(tmp_path: Path, capsys) -> None:
+    for argv, needle in (
+        (["", "-o", str(tmp_path / "o.mp4")], "argument input: the path is empty"),
+        (["in.mp4", "-o", ""], "argument -o/--output: the path is empty"),  # was the current folder
+        (["in.mp4", "-o", "-"], "argument -o/--output: '-' (a pipe) is not supported"),  # was a folder named -
+    ):
+        with pytest.raises(SystemExit) as caught:
+            main(argv)
+        assert caught.value.code == 2
+        assert needle in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("rotation", [90, -90])
 def test_a_rotated_video_becomes_upright_images(tmp_path: Path, rotation: int) -> None:
     clip = tmp_path / "phone.mp4"

@@ -92,6 +92,15 @@ def _crf(text: str) -> int:
     return _checked("crf", _whole(text), text)
 
 
+def _path(text: str) -> Path:
+    """A file or folder name; '' would mean the current folder and '-' a pipe, neither of which is meant."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the path is empty")
+    if text == "-":
+        raise argparse.ArgumentTypeError("'-' (a pipe) is not supported; give a video file or a folder")
+    return Path(text)
+
+
 def _scale(text: str) -> float:
     try:
         return usable_scale_factor(_number(text))
@@ -106,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", nargs="?", type=Path, help="a video file or a folder of images")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="a video file (.mp4, .mkv, ...) or a folder")
+    parser.add_argument("input", nargs="?", type=_path, help="a video file or a folder of images")
+    parser.add_argument("-o", "--output", type=_path, required=True, help="a video file (.mp4, .mkv, ...) or a folder")
     timing = parser.add_mutually_exclusive_group()
     timing.add_argument("--multiplier", type=_multiplier, help="N times the frame rate (default 2)")
     timing.add_argument("--fps", type=_rate, help="target frame rate, e.g. 60 or 60000/1001")
@@ -115,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     weights = model.add_mutually_exclusive_group()  # a checkpoint file decides the variant itself
     weights.add_argument("--model", default="amt-s", choices=sorted(CHECKPOINT_VARIANTS), help="default amt-s")
-    weights.add_argument("--checkpoint", type=Path, help="use this checkpoint file (.pth or .safetensors)")
+    weights.add_argument("--checkpoint", type=_path, help="use this checkpoint file (.pth or .safetensors)")
     model.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default auto")
     model.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help="auto: fp16 on CUDA, else fp32")
     model.add_argument(
