@@ -237,6 +237,8 @@ def test_plan_arguments_are_checked_and_skip_lists_take_any_whole_numbers() -> N
         (lambda: amt_vfi.multiplier_plan("4", 2), "frame_count must be a whole number, got '4'"),
         (lambda: amt_vfi.retime_plan(4, float("nan"), 60), "frame rates must be positive numbers"),
         (lambda: amt_vfi.retime_plan(4, 24, math.inf), "frame rates must be positive numbers"),
+        (lambda: amt_vfi.retime_plan(4, 25, 1e-9), "frame rates must be 0.001 to 1,000,000 frames per second"),
+        (lambda: amt_vfi.retime_plan(4, 25, 1e9), "frame rates must be 0.001 to 1,000,000 frames per second"),
         (lambda: amt_vfi.schedule_plan(4, 3), "multipliers must be a list of whole numbers, one per pair, got 3"),
         (lambda: amt_vfi.skip_predicate(["1"], is_skip_list=True), "pair index must be a whole number, got '1'"),
         (lambda: amt_vfi.Interpolator("amt-s", max_batch=2.5), "max_batch must be a whole number, got 2.5"),

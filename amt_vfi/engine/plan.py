@@ -137,6 +137,9 @@ def retime_plan(frame_count: int, source_fps: Fraction | float, target_fps: Frac
     return resample_plan(range(frame_count), retime_positions(frame_count, source_fps, target_fps))
 
 
+LEAST_RATE, MOST_RATE = 0.001, 1_000_000
+
+
 def exact_rate(rate: numbers.Real) -> Fraction:
     """A frame rate as an exact fraction: a float such as 24000 / 1001 or 29.97 stands for that ratio, not
     for its binary value (which would put output frames a hair off the input frames they fall on). The
@@ -151,6 +154,11 @@ def retime_positions(frame_count: int, source_fps: Fraction | float, target_fps:
     for rate in (source_fps, target_fps):
         if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 < rate < math.inf:
             raise InputError(f"frame rates must be positive numbers, got {source_fps!r} -> {target_fps!r}")
+        if not LEAST_RATE <= rate <= MOST_RATE:  # 1e-9 became 0 as a fraction; 1e9 a billion frames a second
+            raise InputError(
+                f"frame rates must be {LEAST_RATE} to {MOST_RATE:,} frames per second, got {source_fps!r} -> "
+                f"{target_fps!r}"
+            )
     ratio = exact_rate(source_fps) / exact_rate(target_fps)
     output_count = max(1, math.floor(frame_count / ratio + Fraction(1, 2)))
     return [k * ratio for k in range(output_count)]
