@@ -302,6 +302,22 @@ def test_audio_reencoded_when_container_cannot_hold_it(clip: tuple[Path, list[np
     assert abs(summary["ends"]["audio"] - 1.0) < 0.15
 
 
+@pytest.mark.parametrize("codec", ["opus", "flac"])
+def test_audio_the_mov_muxer_refuses_is_reencoded_not_failed_at_the_end(tmp_path: Path, codec: str) -> None:
+    frames = [pattern(i, 64, 48) for i in range(12)]
+    source = tmp_path / ("source.webm" if codec == "opus" else "source.mkv")
+    if codec == "opus":  # a WebM output gets Opus audio
+        make_clip(tmp_path / "aac.mp4", frames=12, size=(64, 48))
+        write_all(open_sink(source, fps=Fraction(24), width=64, height=48, tracks_from=tmp_path / "aac.mp4"), frames)
+    else:
+        make_clip(source, frames=12, size=(64, 48), audio_codec=codec)
+    assert stream_summary(source)["audio_codec"] == codec
+    out = tmp_path / "out.mov"  # MOV's muxer lists Opus and FLAC but refuses them when the header is written
+    write_all(open_sink(out, fps=Fraction(24), width=64, height=48, tracks_from=source), frames)
+    summary = stream_summary(out)
+    assert summary["audio_codec"] == "aac" and abs(summary["ends"]["audio"] - 0.5) < 0.1
+
+
 def test_pcm_without_speaker_names_is_copied_into_mp4(tmp_path: Path) -> None:
     source = tmp_path / "camera.mkv"  # Matroska stores a channel count, not the speakers
     make_clip(source, frames=12, size=(64, 48), audio_codec="pcm_s16le")

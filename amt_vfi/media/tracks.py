@@ -83,6 +83,18 @@ def _matroska_codecs() -> frozenset[str]:
         return frozenset(probe.supported_codecs)
 
 
+def _muxer_takes_copy_of(container_format: str, stream: av.stream.Stream) -> bool:
+    """Whether the muxer writes a header with a copy of `stream`: `supported_codecs` lists codecs some
+    muxers refuse only then (Opus and FLAC in MOV), which would fail the job after all its work."""
+    try:
+        with av.open(io.BytesIO(), "w", format=container_format) as probe:
+            probe.add_stream_from_template(stream)
+            probe.start_encoding()
+    except (av.FFmpegError, ValueError):
+        return False
+    return True
+
+
 def announce_left_out_tracks(source: Path, container_format: str) -> None:
     """Warn now, before any work, about the tracks of `source` that an output in `container_format` will
     leave out (a job whose output is written at its very end, such as the Ray join)."""
@@ -148,7 +160,7 @@ class TrackCarrier:
         supported = output.supported_codecs
         fallback = FALLBACK_AUDIO_CODEC if FALLBACK_AUDIO_CODEC in supported else output.default_audio_codec
         name = stream.codec_context.name
-        if name in supported:
+        if name in supported and _muxer_takes_copy_of(output.format.name, stream):
             target = output.add_stream_from_template(stream)
             target.codec_context.layout = _named_layout(stream)
             self._targets[stream.index] = target
