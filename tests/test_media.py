@@ -334,6 +334,17 @@ def test_pcm_without_speaker_names_is_copied_into_mp4(tmp_path: Path) -> None:
         assert container.streams.audio[0].layout.name == "stereo"
 
 
+def test_rates_above_1000_fps_are_refused_where_times_are_milliseconds(tmp_path: Path) -> None:
+    for suffix in (".mkv", ".webm"):
+        with pytest.raises(UnsupportedOutputError, match=rf"{suffix} files store times in milliseconds.* have 1200"):
+            open_sink(tmp_path / f"fast{suffix}", fps=Fraction(1200), width=64, height=48)
+    assert not list(tmp_path.iterdir())
+    frames = [pattern(i, 64, 48) for i in range(4)]
+    write_all(open_sink(tmp_path / "fast.mp4", fps=Fraction(1200), width=64, height=48), frames)
+    with av.open(str(tmp_path / "fast.mp4")) as container:
+        assert len({frame.pts for frame in container.decode(video=0)}) == 4  # distinct times there
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
 def test_ntsc_rate_round_trip(tmp_path: Path, suffix: str) -> None:
     rate = Fraction(30000, 1001)

@@ -69,6 +69,8 @@ CONTAINER_FORMATS = {
     ".webm": "webm",
     ".avi": "avi",
 }
+# Containers that store times in milliseconds: above 1000 frames per second, frames would share times.
+_MILLISECOND_FORMATS = frozenset({"matroska", "webm"})
 # Used instead of the default codec when the container cannot hold H.264.
 _NATIVE_CODECS = {"webm": "libvpx-vp9"}
 _CRF_CODECS = frozenset({"libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1"})
@@ -461,6 +463,11 @@ class VideoSink(FrameSink):
         check_crf(codec, crf)
         self._format = CONTAINER_FORMATS[path.suffix.lower()]
         self.fps = as_rate(fps)
+        if self._format in _MILLISECOND_FORMATS and self.fps > 1000:
+            raise UnsupportedOutputError(
+                f"{path.suffix} files store times in milliseconds, so at most 1000 frames per second, and this "
+                f"output would have {float(self.fps):g}; write .mp4 or .mov, or use a smaller multiplier"
+            )
         self._codec, self._crf = codec, crf
         self._tracks_from, self._metadata_from = tracks_from, metadata_from
         self._container: av.container.OutputContainer | None = None
