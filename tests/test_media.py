@@ -318,6 +318,24 @@ def test_audio_the_mov_muxer_refuses_is_reencoded_not_failed_at_the_end(tmp_path
     assert summary["audio_codec"] == "aac" and abs(summary["ends"]["audio"] - 0.5) < 0.1
 
 
+@pytest.mark.parametrize("codec", ["aac", "mp3"])
+def test_avi_with_primed_audio_holds_every_frame_it_lists(tmp_path: Path, codec: str) -> None:
+    source = tmp_path / "source.mkv"  # AAC and MP3 packets start before 0 (the encoder's priming)
+    make_clip(source, frames=12, size=(64, 48), audio_codec=codec)
+    out = tmp_path / "out.avi"
+    write_all(
+        open_sink(out, fps=Fraction(24), width=64, height=48, tracks_from=source),
+        [pattern(i, 64, 48) for i in range(12)],
+    )
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].frames == 12  # the muxer padded the picture with 2 empty frames
+        audio = [p for p in container.demux(container.streams.audio[0]) if p.size]
+        assert audio[0].pts == 0
+    with open_source(out) as copy:  # refused before as "incomplete or damaged"
+        assert copy.info.frame_count == 12
+    assert abs(stream_summary(out)["ends"]["audio"] - 0.5) < 0.1
+
+
 def test_pcm_without_speaker_names_is_copied_into_mp4(tmp_path: Path) -> None:
     source = tmp_path / "camera.mkv"  # Matroska stores a channel count, not the speakers
     make_clip(source, frames=12, size=(64, 48), audio_codec="pcm_s16le")

@@ -32,6 +32,10 @@ FALLBACK_AUDIO_CODEC = "aac"
 _HOLDS_ATTACHMENTS = frozenset({"matroska"})
 # Muxers that move a file's packets later until no time is negative (chapters stay where they were put).
 _SHIFTS_NEGATIVE_TIMES = frozenset({"matroska", "webm"})
+# Muxers that shift every stream for a negative time too, but by whole video frames that they insert as
+# empty ones (an AVI then lists more frames than it holds, and its picture starts late): a track that
+# would start before 0 (AAC's priming, about 20 ms) is started at 0 instead.
+_PADS_VIDEO_FOR_NEGATIVE_TIMES = frozenset({"avi"})
 
 
 def _stream_start(stream: av.stream.Stream) -> Fraction:
@@ -148,6 +152,8 @@ class TrackCarrier:
         for index, target in self._targets.items():
             _copy_labels(self._input.streams[index], target)
         self._lead = self._muxer_lead(output)
+        self._starts_at_zero = output.format.name in _PADS_VIDEO_FOR_NEGATIVE_TIMES
+        self._delays: dict[int, int] = {}  # per output stream, in its packets' time base
         chapters = [chapter for chapter in map(self._chapter_shifted, self._input.chapters()) if chapter]
         if chapters:
             output.set_chapters(chapters)
@@ -247,6 +253,12 @@ class TrackCarrier:
             if end <= 0:
                 return None
             packet.pts, packet.dts, packet.duration = 0, 0, end
+        if self._starts_at_zero and packet.stream.type == "audio":
+            delay = self._delays.setdefault(packet.stream.index, max(0, -min(packet.pts or 0, packet.dts or 0)))
+            if packet.pts is not None:
+                packet.pts += delay
+            if packet.dts is not None:
+                packet.dts += delay
         return packet
 
     def _generate(self) -> Iterator[av.Packet]:
