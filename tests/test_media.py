@@ -401,6 +401,22 @@ def test_lossless_16_bit_video(tmp_path: Path) -> None:
 # --- image folders -------------------------------------------------------------------------------------
 
 
+def test_transparent_images_are_announced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for name, mode in (("opaque", "RGB"), ("transparent", "RGBA")):
+        folder = tmp_path / name
+        folder.mkdir()
+        for index in range(2):
+            Image.fromarray(pattern(index, 40, 30)).convert(mode).save(folder / f"f{index}.png")
+        caplog.clear()
+        with open_source(folder) as source:
+            assert source.info.frame_count == 2
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        if mode == "RGBA":
+            assert len(warned) == 1 and warned[0].startswith(f"the images of {folder} have an alpha channel")
+        else:
+            assert warned == []
+
+
 def test_image_folder_natural_order_and_modes(tmp_path: Path) -> None:
     folder = tmp_path / "frames"
     folder.mkdir()

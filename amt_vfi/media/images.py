@@ -129,6 +129,16 @@ def _read(path: Path) -> tuple[np.ndarray, PictureFormat]:
         return _upright(pixels, orientation), PNG
 
 
+def _has_alpha(path: Path) -> bool:
+    """Whether an image carries transparency (read from its header; DPX, which Pillow cannot open, is
+    taken as opaque)."""
+    try:
+        with Image.open(path) as image:
+            return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    except OSError:
+        return False
+
+
 def read_image(path: Path) -> np.ndarray:
     """Decode one image to H x W x 3 RGB, upright, uint16 for files of more than 8 bits and uint8
     otherwise; alpha is dropped."""
@@ -200,6 +210,12 @@ class ImageFolderSource(FrameSource):
             )
         first, picture_format = _read(files[0])
         height, width = first.shape[:2]
+        if _has_alpha(files[0]):
+            log.warning(
+                "the images of %s have an alpha channel, which is left out: the output frames are opaque RGB "
+                "(transparent areas show the colour stored under them)",
+                folder,
+            )
         for file in files[1:]:
             self._check_size(file, image_size(file), files[0], (width, height))
         self.files = files
