@@ -395,10 +395,14 @@ def test_nan_or_inf_pixels_are_refused(nodes, errors, bad: float) -> None:
         vfi(nodes, frames)
 
 
-def test_pixel_values_of_0_to_255_are_refused(nodes, errors) -> None:
+def test_pixel_values_of_0_to_255_or_minus_1_to_1_are_refused(nodes, errors) -> None:
     frames = torch.rand(2, 8, 8, 3)
     frames[0, 1, 1, 0] = 255.0
-    with pytest.raises(errors.InputError, match="frame 0 has pixel values up to 255, but an IMAGE holds values in"):
+    with pytest.raises(errors.InputError, match=r"frame 0 has pixel values from 0\S* to 255, but an IMAGE holds"):
+        vfi(nodes, frames)
+    frames = torch.rand(2, 8, 8, 3)
+    frames[1, 2, 2, 1] = -1.0
+    with pytest.raises(errors.InputError, match=r"frame 1 has pixel values from -1 to 0\.\d+, but an IMAGE holds"):
         vfi(nodes, frames)
 
 

@@ -104,8 +104,10 @@ def test_bad_inputs_are_refused_clearly(engine: amt_vfi.Interpolator) -> None:
     bad[3, 3, 1] = float("nan")
     with pytest.raises(InputError, match="NaN or infinite"):
         engine.interpolate_pair(bad, good, [0.5])
-    with pytest.raises(InputError, match=r"pixel values above 2: frames hold values in \[0, 1\]"):
+    with pytest.raises(InputError, match=r"pixel values outside \[-0.5, 2\]: frames hold values in \[0, 1\]"):
         engine.interpolate_pair(good * 255, good * 255, [0.5])
+    with pytest.raises(InputError, match=r"map values in \[-1, 1\] with \(x \+ 1\) / 2"):
+        engine.interpolate_pair(good * 2 - 1, good * 2 - 1, [0.5])
     stream = engine.run(iter(torch.rand(3, 8, 8, 3).mul(255).byte()), amt_vfi.multiplier_plan(3, 1))
     with pytest.raises(InputError, match="frame 0 must hold floats"):  # even where it is only passed on
         next(stream)

@@ -14,7 +14,7 @@ import torch
 
 from ..engine import Interpolator, PlannedFrame, frames_in_order, multiplier_plan, schedule_plan, skip_predicate
 from ..engine.devices import PRECISION_CHOICES
-from ..engine.interpolator import MOST_PIXEL_VALUE, looks_channels_first
+from ..engine.interpolator import LEAST_PIXEL_VALUE, MOST_PIXEL_VALUE, looks_channels_first
 from ..engine.plan import SkipPredicate, plan_groups, whole_number
 from ..errors import InputError
 from . import host, models
@@ -198,10 +198,11 @@ def check_frames(frames: object) -> torch.Tensor:
             raise InputError(
                 f"frame {index} contains NaN or infinite pixel values; fix the node that produced the frames"
             )
-        if pixels.amax() > MOST_PIXEL_VALUE:
+        least, most = (float(value) for value in torch.aminmax(pixels))
+        if most > MOST_PIXEL_VALUE or least < LEAST_PIXEL_VALUE:
             raise InputError(
-                f"frame {index} has pixel values up to {float(pixels.amax()):g}, but an IMAGE holds values in "
-                "[0, 1]; fix the node that produced the frames"
+                f"frame {index} has pixel values from {least:g} to {most:g}, but an IMAGE holds values in [0, 1]; "
+                "fix the node that produced the frames"
             )
     return frames
 

@@ -25,8 +25,10 @@ from .padding import Padding, padding_for, usable_scale_factor
 from .plan import PlannedFrame, plan_groups, whole_number
 
 CutPredicate = Callable[[torch.Tensor, torch.Tensor], bool]
-# Pixels above this are taken for 0..255 values passed as floats (a little above 1 is tolerated: edits).
+# Pixels above this are taken for 0..255 values passed as floats, below the least for values normalised
+# to [-1, 1] (a little outside [0, 1] is tolerated: edits).
 MOST_PIXEL_VALUE = 2.0
+LEAST_PIXEL_VALUE = -0.5
 # Activations of the time steps decoded together on a CPU (see Interpolator._batch_size).
 CPU_BATCH_BYTES = 256 << 20
 # With `overlap`, groups of the plan waiting behind a pair still being computed (originals of skipped
@@ -208,7 +210,8 @@ class Interpolator:
         # Asynchronous only from pinned memory to CUDA: elsewhere a temporary copy may be freed mid-transfer.
         asynchronous = self.device.type == "cuda"
         image = source.to(self.device, torch.float32, non_blocking=asynchronous).permute(2, 0, 1).unsqueeze(0)
-        checks = torch.stack([torch.isfinite(image).all(), image.amax() <= MOST_PIXEL_VALUE])
+        least, most = torch.aminmax(image)
+        checks = torch.stack([torch.isfinite(image).all(), (least >= LEAST_PIXEL_VALUE) & (most <= MOST_PIXEL_VALUE)])
         image = padding.apply(image)
         image = image.contiguous(memory_format=torch.channels_last) if self.channels_last else image
         self._last_prepared = (frame, padding, image, checks) if self._streaming else None
@@ -403,8 +406,8 @@ class _PendingFrames:
                 raise InputError("a frame contains NaN or infinite pixel values; clean the frames before interpolating")
             if not in_range:
                 raise InputError(
-                    f"a frame has pixel values above {MOST_PIXEL_VALUE:g}: frames hold values in [0, 1] "
-                    "(divide 8-bit values by 255)"
+                    f"a frame has pixel values outside [{LEAST_PIXEL_VALUE:g}, {MOST_PIXEL_VALUE:g}]: frames hold "
+                    "values in [0, 1] (divide 8-bit values by 255; map values in [-1, 1] with (x + 1) / 2)"
                 )
             if not outputs_finite:
                 raise AmtVfiError("the network produced non-finite values; please report this with the input size")
