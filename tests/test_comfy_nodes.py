@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -203,15 +204,27 @@ def test_every_input_of_every_node_has_a_tooltip(pack: types.ModuleType) -> None
                 assert len(spec) == 2 and spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
 
 
-def test_checkpoint_combo_lists_other_amt_files(nodes, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    (tmp_path / "amt").mkdir()
-    for name in ("my-finetune.safetensors", "amt/older.pth", "notes.txt", ".amt-s.pth.partial-0a1b2c3d"):
+def test_checkpoint_combo_lists_other_amt_files(
+    nodes, blend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, standin_dir: Path
+) -> None:
+    for folder in ("amt", "finetunes/anime", ".trash"):
+        (tmp_path / folder).mkdir(parents=True)
+    for name in (
+        "my-finetune.safetensors",
+        "amt/older.pth",
+        "notes.txt",
+        ".amt-s.pth.partial-0a1b2c3d",
+        ".trash/x.pth",
+    ):
         (tmp_path / name).write_bytes(b"")
+    shutil.copy(standin_dir / "amt-s.pth", tmp_path / "finetunes" / "anime" / "v2.pth")
     monkeypatch.setenv("AMT_VFI_MODELS", str(tmp_path))
     names = nodes.NODE_CLASS_MAPPINGS["AMT VFI"].INPUT_TYPES()["required"]["ckpt_name"][0]
     assert names[:4] == OFFICIAL
-    assert {"my-finetune.safetensors", "older.pth"} <= set(names[4:])
-    assert not {"notes.txt", ".amt-s.pth.partial-0a1b2c3d"} & set(names)
+    assert {"my-finetune.safetensors", "older.pth", "finetunes/anime/v2.pth"} <= set(names[4:])
+    assert not {"notes.txt", ".amt-s.pth.partial-0a1b2c3d", "amt/older.pth", ".trash/x.pth"} & set(names)
+    assert len(vfi(nodes, numbered_frames(2), ckpt="finetunes/anime/v2.pth")) == 3  # and it is found
+    assert len(vfi(nodes, numbered_frames(2), ckpt="finetunes\\anime\\v2.pth")) == 3  # as Windows writes it
 
 
 # -- the seed's frames ------------------------------------------------------------------------------

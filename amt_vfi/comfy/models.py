@@ -21,6 +21,24 @@ def _amt_files_in_shared_folder(folder: Path) -> list[str]:
     )
 
 
+def _files_in_subfolders(folder: Path) -> list[str]:
+    """Checkpoint files in the subfolders of an AMT folder, named as ComfyUI's own loaders list them
+    ("finetunes/anime.pth"); those of `amt/`, which are listed by file name, and hidden ones left out."""
+    if not folder.is_dir():
+        return []
+    names = []
+    for path in folder.rglob("*"):
+        relative = path.relative_to(folder)
+        if (
+            path.suffix.lower() in CHECKPOINT_SUFFIXES
+            and path.parent not in (folder, folder / "amt")
+            and not any(part.startswith(".") for part in relative.parts)
+            and path.is_file()
+        ):
+            names.append(relative.as_posix())
+    return sorted(names)
+
+
 def checkpoint_names() -> list[str]:
     """The combo entries: the four official names (in the seed's order), then every other checkpoint
     file found in the AMT folders, sorted. Files are listed, not opened."""
@@ -29,6 +47,7 @@ def checkpoint_names() -> list[str]:
     found: list[str] = []
     try:
         found += available_checkpoints(search_dirs(amt_dirs))
+        found += [name for folder in search_dirs(amt_dirs) for name in _files_in_subfolders(folder)]
         for folder in shared:
             found += _amt_files_in_shared_folder(folder)
     except OSError:
@@ -50,8 +69,13 @@ def resolve(name: object) -> Path:
     name = name.strip()
     if Path(name).is_absolute() and Path(name).is_file():
         return Path(name)
-    base = Path(name.replace("\\", "/")).name  # "amt/amt-s.pth" (a folder-relative name) -> "amt-s.pth"
+    relative = Path(name.replace("\\", "/"))
     dirs = host.checkpoint_dirs()
+    if len(relative.parts) > 1 and ".." not in relative.parts:  # listed from a subfolder
+        for folder in search_dirs(dirs):
+            if (folder / relative).is_file():
+                return folder / relative
+    base = relative.name  # "amt/amt-s.pth" (relative to the frame_interpolation folder) -> "amt-s.pth"
     try:
         return resolve_checkpoint(base, dirs)
     except CheckpointNotFoundError:
