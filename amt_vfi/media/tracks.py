@@ -153,7 +153,7 @@ class TrackCarrier:
             _copy_labels(self._input.streams[index], target)
         self._lead = self._muxer_lead(output)
         self._starts_at_zero = output.format.name in _PADS_VIDEO_FOR_NEGATIVE_TIMES
-        self._delays: dict[int, int] = {}  # per output stream, in its packets' time base
+        self._delays: dict[tuple[bool, int], int] = {}  # per stream (copied: input's, re-encoded: output's)
         chapters = [chapter for chapter in map(self._chapter_shifted, self._input.chapters()) if chapter]
         if chapters:
             output.set_chapters(chapters)
@@ -254,7 +254,8 @@ class TrackCarrier:
                 return None
             packet.pts, packet.dts, packet.duration = 0, 0, end
         if self._starts_at_zero and packet.stream.type == "audio":
-            delay = self._delays.setdefault(packet.stream.index, max(0, -min(packet.pts or 0, packet.dts or 0)))
+            stream = (packet.stream.container is self._input, packet.stream.index)
+            delay = self._delays.setdefault(stream, max(0, -min(packet.pts or 0, packet.dts or 0)))
             if packet.pts is not None:
                 packet.pts += delay
             if packet.dts is not None:

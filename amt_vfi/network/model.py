@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -88,11 +86,10 @@ def _check_pair(img0: torch.Tensor, img1: torch.Tensor, scale_factor: float) -> 
 
 def _check_times(times: float | Sequence[float]) -> None:
     """NaN or infinite time steps would give NaN frames, silently."""
-    values = [times] if isinstance(times, numbers.Real) else list(times)
-    if not all(math.isfinite(float(value)) for value in values):
-        raise ValueError(
-            f"time steps must be finite numbers (0 = img0, 1 = img1), got {some_of([str(v) for v in values])}"
-        )
+    values = torch.as_tensor(times, dtype=torch.float64).flatten()  # numbers, lists, NumPy arrays
+    if not torch.isfinite(values).all():
+        shown = some_of([f"{value:g}" for value in values.tolist()])
+        raise ValueError(f"time steps must be finite numbers (0 = img0, 1 = img1), got {shown}")
 
 
 # Frames with more values than a padded 1080p RGB frame are encoded one at a time.
