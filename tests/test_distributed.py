@@ -35,7 +35,7 @@ from media_helpers import (
 
 from amt_vfi.cli import main
 from amt_vfi.distributed import choose_boundaries, expand_batch, interpolate_distributed, is_batch, make_chunks
-from amt_vfi.distributed.manifest import settings_key
+from amt_vfi.distributed.manifest import input_identity, settings_key
 from amt_vfi.distributed.runner import _check_reachable, _discard_unfinished
 from amt_vfi.engine import multiplier_plan, retime_plan
 from amt_vfi.errors import AmtVfiError, InputError
@@ -135,6 +135,34 @@ def test_the_manifest_names_the_checkpoint_the_same_from_any_folder(
     assert settings_key(JobSettings(), Path("../amt-s.pth")) == here
     (tmp_path / "other.pth").write_bytes(amt_s_path.read_bytes())
     assert settings_key(JobSettings(), Path("../other.pth")) != here  # another checkpoint is another job
+
+
+def test_a_checkpoint_replaced_by_one_of_the_same_size_is_another_job(tmp_path: Path, amt_s_path: Path) -> None:
+    weights = tmp_path / "finetune.pth"
+    weights.write_bytes(amt_s_path.read_bytes())
+    before = settings_key(JobSettings(), weights)
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF  # other weights, same path and size
+    weights.write_bytes(bytes(data))
+    assert settings_key(JobSettings(), weights) != before
+
+
+def test_frames_renamed_in_an_input_folder_make_it_another_input(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "f0.png").write_bytes(b"a" * 10)
+    (folder / "f1.png").write_bytes(b"b" * 20)
+    for file in folder.iterdir():
+        os.utime(file, ns=(1_000_000_000, 1_000_000_000))
+    before = input_identity(folder)
+    (folder / "f0.png").rename(folder / "tmp.png")
+    (folder / "f1.png").rename(folder / "f0.png")
+    (folder / "tmp.png").rename(folder / "f1.png")  # same names, sizes, times and count: another order
+    after = input_identity(folder)
+    assert {key: after[key] for key in ("bytes", "mtime_ns", "files")} == {
+        key: before[key] for key in ("bytes", "mtime_ns", "files")
+    }
+    assert after != before
 
 
 def test_a_folder_of_images_and_videos_is_refused(tmp_path: Path, capsys) -> None:

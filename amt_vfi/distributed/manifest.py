@@ -2,8 +2,9 @@
 
 The manifest is JSON next to the output (``.OUTPUT.amt-vfi-manifest.json``), rewritten atomically after
 every finished chunk, so an interrupted job loses at most the chunks in flight. A rerun trusts an entry
-only when the settings, the input (size and modification time) and the file it names (frame count, size
-and SHA-256) are all unchanged; anything else is computed again.
+only when the settings (the checkpoint's content included), the input (names, sizes and modification
+times of its files) and the file it names (frame count, size and SHA-256) are all unchanged; anything else
+is computed again.
 """
 
 from __future__ import annotations
@@ -33,9 +34,8 @@ def _files(path: Path) -> list[Path]:
     return sorted(entry for entry in path.iterdir() if entry.is_file()) if path.is_dir() else [path]
 
 
-def fingerprint(path: Path, frames: int) -> dict[str, Any]:
-    """What a finished chunk or output must still look like to be reused: frames, bytes and a hash of the
-    file (or of a folder's files in name order)."""
+def _content_digest(path: Path) -> tuple[str, int]:
+    """SHA-256 and size of a file, or of a folder's files in name order (their names included)."""
     digest = hashlib.sha256()
     size = 0
     for file in _files(path):
@@ -44,7 +44,14 @@ def fingerprint(path: Path, frames: int) -> dict[str, Any]:
             while block := handle.read(1 << 20):
                 digest.update(block)
                 size += len(block)
-    return {"frames": frames, "bytes": size, "sha256": digest.hexdigest()}
+    return digest.hexdigest(), size
+
+
+def fingerprint(path: Path, frames: int) -> dict[str, Any]:
+    """What a finished chunk or output must still look like to be reused: frames, bytes and a hash of the
+    file (or of a folder's files in name order)."""
+    sha256, size = _content_digest(path)
+    return {"frames": frames, "bytes": size, "sha256": sha256}
 
 
 def still_matches(path: Path, recorded: dict[str, Any] | None) -> bool:
@@ -54,16 +61,26 @@ def still_matches(path: Path, recorded: dict[str, Any] | None) -> bool:
     return fingerprint(path, recorded["frames"]) == recorded
 
 
-def input_identity(path: Path) -> dict[str, int]:
-    """Size and newest modification time of an input file or image folder: an edited input starts over."""
-    stats = [file.stat() for file in _files(path)]
-    return {"bytes": sum(s.st_size for s in stats), "mtime_ns": max(s.st_mtime_ns for s in stats), "files": len(stats)}
+def input_identity(path: Path) -> dict[str, int | str]:
+    """Size and newest modification time of an input file or image folder, and a digest of its files'
+    names, sizes and times: an edited input, or a folder whose frames were renamed or reordered, starts over."""
+    files = _files(path)
+    stats = [file.stat() for file in files]
+    listing = hashlib.sha256()
+    for file, stat in zip(files, stats, strict=True):
+        listing.update(f"{file.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return {
+        "bytes": sum(s.st_size for s in stats),
+        "mtime_ns": max(s.st_mtime_ns for s in stats),
+        "files": len(stats),
+        "listing": listing.hexdigest(),
+    }
 
 
 def settings_key(settings: JobSettings, checkpoint: Path) -> dict[str, str]:
     """The settings as strings, with the checkpoint actually used, for comparing against a rerun."""
     key = {name: str(value) for name, value in dataclasses.asdict(settings).items()}
-    key["checkpoint"] = f"{checkpoint.resolve()} ({checkpoint.stat().st_size} bytes)"
+    key["checkpoint"] = f"{checkpoint.resolve()} (sha256 {_content_digest(checkpoint)[0]})"  # same size, new weights
     return key
 
 
