@@ -178,6 +178,10 @@ def test_usage_errors(tmp_path: Path, scenes: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(SystemExit) as caught:
         main([str(scenes), "-o", str(tmp_path / "out"), "--workers", "2"])
     assert caught.value.code == 2 and "add --ray" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as caught:
+        main(["--ray", str(scenes), "-o", str(tmp_path / "out")])
+    assert caught.value.code == 2
+    assert f"--ray took '{scenes}' as the cluster ADDRESS: put INPUT before --ray" in capsys.readouterr().err
     typo = tmp_path / "shots.txtt"  # a list file that is not there is not found, whatever else is asked
     assert main([str(typo), "-o", str(tmp_path / "out"), "--workers", "2"]) == 1
     assert f"{typo} does not exist" in capsys.readouterr().err

@@ -201,6 +201,11 @@ def _input_path(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Pa
     if args.demo:
         return DEMO_CLIP
     if args.input is None:
+        if args.ray and Path(args.ray).exists():  # "--ray clip.mp4 -o ...": argparse took the clip for ADDRESS
+            parser.error(
+                f"INPUT is required; --ray took {args.ray!r} as the cluster ADDRESS: put INPUT before --ray, or "
+                "write --ray=ADDRESS"
+            )
         parser.error("INPUT is required (a video file or an image folder), or use --demo")
     return args.input
 
