@@ -7,6 +7,7 @@ different thread counts, and the comparisons here are exact.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -423,11 +424,12 @@ def test_unfinished_chunk_temps_are_discarded(tmp_path: Path) -> None:
     assert not empty.exists()
 
 
-@pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
+@pytest.mark.parametrize("stop", ["ctrl-c", "ctrl-c twice", "kill"])
 def test_ctrl_c_stops_a_job_and_the_local_ray_it_started_quietly(tmp_path: Path, stop: str) -> None:
-    """A real SIGINT to the CLI's process group (what a terminal's Ctrl-C does), or a SIGTERM to the CLI
-    (what `kill` does; Ray's own handler would exit on the spot): exit status 130, the finished chunks
-    kept for a rerun, and no Ray chatter about retrying the tasks it was stopping."""
+    """A real SIGINT to the CLI's process group (what a terminal's Ctrl-C does; pressed twice, the second
+    lands while Ray shuts down), or a SIGTERM to the CLI (what `kill` does; Ray's own handler would exit on
+    the spot): exit status 130, the finished chunks kept for a rerun, and no Ray chatter about retrying
+    the tasks it was stopping."""
     source = write_folder(tmp_path / "in", [scene_frame(i, CUTS, *SIZE) for i in range(240)])
     out = tmp_path / "out"
     command = [sys.executable, "-m", "amt_vfi", str(source), "-o", str(out), "--ray", "--workers", "2"]
@@ -442,8 +444,12 @@ def test_ctrl_c_stops_a_job_and_the_local_ray_it_started_quietly(tmp_path: Path,
     while not _finished_chunks(out, source):
         assert job.poll() is None and time.monotonic() < deadline, job.communicate()[0][-2000:]
         time.sleep(0.1)
-    if stop == "ctrl-c":
+    if stop.startswith("ctrl-c"):
         os.killpg(job.pid, signal.SIGINT)
+        if stop == "ctrl-c twice":
+            time.sleep(0.3)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.pid, signal.SIGINT)
     else:
         os.kill(job.pid, signal.SIGTERM)
     output = job.communicate(timeout=60)[0]

@@ -27,7 +27,7 @@ from typing import Any
 from ..engine import PlannedFrame
 from ..errors import AmtVfiError, InputError
 from ..media import SourceInfo, absolute_path, is_video_output
-from ..media.atomic import check_destination, discard
+from ..media.atomic import check_destination, discard, signals_held
 from ..media.tracks import announce_left_out_tracks
 from ..media.video import CONTAINER_FORMATS
 from ..pipeline import JobSettings, check_output, check_output_name, plan_for
@@ -517,17 +517,22 @@ def interpolate_distributed(
         ray = _import_ray()
         started = _connect(ray, address, quiet)
         actors: list[Any] = []
+        finished = False
         try:
             actors, names = _start_workers(ray, settings, workers)
             run.dispatch(ray, actors)
+            finished = True
         finally:
-            own_local_ray = started and not address  # it goes down with its workers, without retry notices
-            if not own_local_ray:
-                for actor in actors:
-                    ray.kill(actor)
-            if started:
-                ray.shutdown()
-            _discard_unfinished(work_path(output))
+            # A Ctrl-C here would cut the shutdown short and leave Ray's agents running; after a finished
+            # job (its outputs written) it is dropped, after an interrupted one delivered once Ray is down.
+            with signals_held(deliver=not finished):
+                own_local_ray = started and not address  # it goes down with its workers, without retry notices
+                if not own_local_ray:
+                    for actor in actors:
+                        ray.kill(actor)
+                if started:
+                    ray.shutdown()
+                _discard_unfinished(work_path(output))
     if not any(clip.failed for clip in clips):
         shutil.rmtree(work_path(output), ignore_errors=True)
     return DistributedReport([clip.report for clip in clips], names, time.perf_counter() - start)

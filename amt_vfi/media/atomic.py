@@ -78,10 +78,10 @@ def discard(temp: Path) -> None:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM (delivered as soon as the block ends): between the renames of a swap, an
-    interruption would leave neither the old output nor the new one in place. Only the main thread can
-    change signal handlers, and only it receives Python's signals."""
+def signals_held(deliver: bool = True) -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM, delivered as soon as the block ends (or dropped, without `deliver`):
+    between the renames of a swap, an interruption would leave neither the old output nor the new one in
+    place. Only the main thread can change signal handlers, and only it receives Python's signals."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -96,7 +96,7 @@ def _signals_held() -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-        if held:
+        if held and deliver:
             signal.raise_signal(held[0])
 
 
@@ -109,7 +109,7 @@ def commit(temp: Path, path: Path, *, overwrite: bool) -> None:
     check_destination(path, overwrite)
     with (
         translate_errors(OutputWriteError, f"Cannot move the finished output into place at {path}"),
-        _signals_held(),
+        signals_held(),
     ):
         same_kind = path.is_file() if temp.is_file() else is_vacant(path)
         if not os.path.lexists(path) or same_kind:
