@@ -424,7 +424,7 @@ def test_unfinished_chunk_temps_are_discarded(tmp_path: Path) -> None:
     assert not empty.exists()
 
 
-@pytest.mark.parametrize("stop", ["ctrl-c", "ctrl-c twice", "kill"])
+@pytest.mark.parametrize("stop", ["ctrl-c", "ctrl-c twice", "ctrl-c while ray starts", "kill"])
 def test_ctrl_c_stops_a_job_and_the_local_ray_it_started_quietly(tmp_path: Path, stop: str) -> None:
     """A real SIGINT to the CLI's process group (what a terminal's Ctrl-C does; pressed twice, the second
     lands while Ray shuts down), or a SIGTERM to the CLI (what `kill` does; Ray's own handler would exit on
@@ -441,9 +441,11 @@ def test_ctrl_c_stops_a_job_and_the_local_ray_it_started_quietly(tmp_path: Path,
         start_new_session=True,
     )
     deadline = time.monotonic() + 180
-    while not _finished_chunks(out, source):
+    while not _finished_chunks(out, source) and stop != "ctrl-c while ray starts":
         assert job.poll() is None and time.monotonic() < deadline, job.communicate()[0][-2000:]
         time.sleep(0.1)
+    if stop == "ctrl-c while ray starts":  # Ray takes seconds to start: it is taken once Ray is up
+        time.sleep(3.0)
     if stop.startswith("ctrl-c"):
         os.killpg(job.pid, signal.SIGINT)
         if stop == "ctrl-c twice":
@@ -456,7 +458,20 @@ def test_ctrl_c_stops_a_job_and_the_local_ray_it_started_quietly(tmp_path: Path,
     assert job.returncode == 130, output[-2000:]
     assert "interrupted; finished chunks are kept; rerun the same command to resume" in output
     assert "retr" not in output and "Traceback" not in output, output[-2000:]
-    assert not out.exists() and 0 < len(_finished_chunks(out, source)) < 20
+    assert not out.exists() and len(_finished_chunks(out, source)) < 20
+    assert (len(_finished_chunks(out, source)) > 0) == (stop != "ctrl-c while ray starts")
+    assert _left_in_session(job.pid) == [], "Ray processes outlived the command"
+
+
+def _left_in_session(session: int, wait: float = 5.0) -> list[str]:
+    """The processes still in a session (Ray's agents stay in the command's session), after `wait` s."""
+    deadline = time.monotonic() + wait
+    while True:
+        listing = subprocess.run(["ps", "-eo", "sid=,args="], capture_output=True, text=True, check=True).stdout
+        left = [line.split(None, 1)[1] for line in listing.splitlines() if line.split(None, 1)[0] == str(session)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
 
 
 def _finished_chunks(output: Path, source: Path) -> list[str]:

@@ -10,6 +10,7 @@ job redoes only what is missing.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import os
 import shutil
@@ -515,10 +516,13 @@ def interpolate_distributed(
     names: list[str] = []
     if run.queue:
         ray = _import_ray()
-        started = _connect(ray, address, quiet)
+        started, finished = False, False
         actors: list[Any] = []
-        finished = False
         try:
+            # A Ctrl-C in the middle of starting a local Ray would leave its agents running: it is taken once
+            # Ray is up (joining a cluster stays interruptible: it can wait long, and starts nothing here).
+            with contextlib.nullcontext() if address else signals_held():
+                started = _connect(ray, address, quiet)
             actors, names = _start_workers(ray, settings, workers)
             run.dispatch(ray, actors)
             finished = True
