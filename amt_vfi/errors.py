@@ -11,6 +11,13 @@ def some_of(names: Sequence[str], limit: int = 4) -> str:
     return f"{shown} (+{len(names) - limit} more)" if len(names) > limit else shown
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first non-empty line (at most 200 characters) for a one-line
+    error, or its type's name where it has no message."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(error).__name__
+
+
 def _package_module(module: str) -> str:
     """'/home/me/ComfyUI/custom_nodes/amt-vfi.amt_vfi.errors' (the package as ComfyUI imports a node folder)
     -> 'amt_vfi.errors': ComfyUI names an error by its class's module, and a path there reads like a crash."""

@@ -44,7 +44,7 @@ def main() -> None:
         node = load_pack().NODE_CLASS_MAPPINGS["AMT VFI"]()
         warmup = time.perf_counter()
         node.vfi("amt-s.pth", frames[:2], 10, multiplier, precision=args.precision)
-        warmup = time.perf_counter() - warmup  # loading, and cuDNN's tuning of a new frame size
+        warmup = time.perf_counter() - warmup  # loading the model, and on a GPU starting CUDA
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.synchronize()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError, CheckpointNotFoundError, InputError, some_of
+from ..errors import CheckpointError, CheckpointNotFoundError, InputError, first_line, some_of
 from ..network import AMT, VariantSpec, detect_variant, state_dict_shapes
 from .files import written_atomically
 
@@ -67,14 +67,8 @@ def _read_pickle(path: Path) -> object:
         ) from None
     except Exception as error:  # a damaged or foreign file fails anywhere inside the unpickler
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {_first_line(error)}); "
-            "re-download it"
+            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {first_line(error)}); re-download it"
         ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return lines[0][:200] if lines else type(error).__name__
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -178,7 +172,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:  # tensors that cannot be copied: meta, sparse, ...
-        raise CheckpointError(f"{path} holds tensors that cannot be loaded ({_first_line(error)})") from None
+        raise CheckpointError(f"{path} holds tensors that cannot be loaded ({first_line(error)})") from None
     model.requires_grad_(False)
     return model.eval().to(device=device, dtype=dtype)
 
@@ -202,5 +196,5 @@ def convert_to_safetensors(source: str | Path, destination: str | Path, overwrit
             # A tensor of its own for each key: safetensors refuses tensors that share memory (tied weights).
             save_file({key: value.contiguous().clone() for key, value in state_dict.items()}, str(temp))
     except Exception as error:  # OSError, or safetensors' own error for the same causes
-        raise CheckpointError(f"cannot write {destination} ({_first_line(error)}); check the folder") from None
+        raise CheckpointError(f"cannot write {destination} ({first_line(error)}); check the folder") from None
     return spec

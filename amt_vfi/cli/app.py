@@ -19,7 +19,7 @@ from ..distributed import DEFAULT_CHUNK_FRAMES, ChunkEvent, interpolate_distribu
 from ..engine import DEFAULT_CUT_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, DEVICE_CHOICES, PRECISION_CHOICES
 from ..engine.devices import is_out_of_memory
 from ..engine.padding import usable_scale_factor
-from ..errors import AmtVfiError, InputError
+from ..errors import AmtVfiError, InputError, first_line
 from ..media import DEFAULT_CODEC, absolute_path
 from ..network import CHECKPOINT_VARIANTS, CORRELATION_MODES
 from ..pipeline import JobReport, JobSettings, Timing, interpolate_file, option_problem
@@ -366,7 +366,7 @@ def _run_job(args: argparse.Namespace, input_path: Path, parser: argparse.Argume
             raise
         if is_out_of_memory(error):  # outside the engine's fallbacks (e.g. a frame too large for the RAM)
             print(
-                f"amt-vfi: error: out of memory ({str(error).splitlines()[0][:200]}); use --scale 0.5, a smaller "
+                f"amt-vfi: error: out of memory ({first_line(error)}); use --scale 0.5, a smaller "
                 "input, or a machine with more memory",
                 file=sys.stderr,
             )

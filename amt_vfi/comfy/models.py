@@ -46,8 +46,9 @@ def checkpoint_names() -> list[str]:
     amt_dirs, shared = host.listing_dirs()
     found: list[str] = []
     try:
-        found += available_checkpoints(search_dirs(amt_dirs))
-        found += [name for folder in search_dirs(amt_dirs) for name in _files_in_subfolders(folder)]
+        folders = search_dirs(amt_dirs)
+        found += available_checkpoints(folders)
+        found += [name for folder in folders for name in _files_in_subfolders(folder)]
         for folder in shared:
             found += _amt_files_in_shared_folder(folder)
     except OSError:

@@ -275,8 +275,9 @@ class AMT(nn.Module):
         self, img0: torch.Tensor, img1: torch.Tensor, embt: torch.Tensor | float, scale_factor: float = 1.0
     ) -> torch.Tensor:
         """The frame at time `embt` between img0 (t = 0) and img1 (t = 1), as B x 3 x H x W."""
-        if not isinstance(embt, torch.Tensor):
-            _check_times(embt)  # before the encoding's work
+        if not isinstance(embt, torch.Tensor):  # checked before the encoding's work, and not again in decode
+            _check_times(embt)
+            embt = torch.as_tensor(embt, dtype=torch.float32)
         return self.decode(self.encode(img0, img1, scale_factor), embt)
 
     @torch.inference_mode()
