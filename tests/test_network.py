@@ -308,3 +308,27 @@ def test_cached_constants_serve_inference_and_autograd_alike() -> None:
     warp(image, flow).sum().backward()  # and they still serve autograd
     assert flow.grad is not None and torch.isfinite(flow.grad).all()
     assert device_constant([1.0, 2.0], torch.float32, "cpu") is device_constant((1.0, 2.0), torch.float32, "cpu")
+
+
+def test_side_channels_refined_in_place_keep_autograd_working() -> None:
+    from amt_vfi.network.layers import SideChannelResBlock
+
+    torch.manual_seed(5)
+    block = SideChannelResBlock(12, 4)
+    x = torch.randn(2, 12, 9, 10, requires_grad=True)
+
+    def split_and_cat(t: torch.Tensor, layer: torch.nn.Module) -> torch.Tensor:
+        keep, side = t.split([8, 4], dim=1)
+        return torch.cat([keep, layer(side)], dim=1)
+
+    out = split_and_cat(block.conv1(x), block.conv2)
+    out = split_and_cat(block.conv3(out), block.conv4)
+    expected = block.prelu(x + block.conv5(out))
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
+    result = block(x)  # the side channels are overwritten in place: the backward pass must still be right
+    result.square().sum().backward()
+    assert (result - expected).abs().max() <= 1e-6
+    assert (x.grad - expected_grad).abs().max() <= 1e-5
+    with torch.inference_mode():
+        channels_last = x.detach().contiguous(memory_format=torch.channels_last)
+        assert (block(channels_last) - expected).abs().max() <= 1e-6

@@ -52,13 +52,17 @@ class SideChannelResBlock(nn.Module):
         self.prelu = nn.PReLU(channels)
 
     def _refine_side(self, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
-        keep, side = x.split([x.shape[1] - self.side, self.side], dim=1)
-        return torch.cat([keep, layer(side)], dim=1)
+        """Replace the side channels of `x` in place: a copy of them feeds the convolution (which needs
+        dense input anyway), and no new tensor of all the channels is written. Autograd allows it, as
+        no layer keeps `x` for its backward pass."""
+        side = x[:, x.shape[1] - self.side :]
+        side.copy_(layer(side.clone()))
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self._refine_side(self.conv1(x), self.conv2)
         out = self._refine_side(self.conv3(out), self.conv4)
-        return self.prelu(x + self.conv5(out))
+        return self.prelu(self.conv5(out).add_(x))
 
 
 def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
