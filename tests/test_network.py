@@ -32,9 +32,14 @@ def models() -> dict[str, AMT]:
     return built
 
 
+@pytest.mark.parametrize("kernels", ["fused CPU kernels where built", "PyTorch only"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", ["m1", "m2"])
-def test_golden_model_cases(models: dict[str, AMT], golden_cases: dict, case: str, mode: str) -> None:
+def test_golden_model_cases(
+    models: dict[str, AMT], golden_cases: dict, case: str, mode: str, kernels: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if kernels == "PyTorch only":
+        monkeypatch.setenv("AMT_VFI_CPU_KERNELS", "0")
     spec = next(c for c in golden_cases["model"] if c["id"] == case)
     data = load_golden(case)
     model = models[spec["model"]]

@@ -14,13 +14,13 @@ from pathlib import Path
 from ..errors import CheckpointError, CheckpointNotFoundError
 from ..network import CHECKPOINT_VARIANTS
 from ..temp_files import sibling_pattern
+from ..user_dirs import folder_from, user_cache_dir
 from .files import written_atomically
 from .reader import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX, read_state_dict, verify_state_dict
 
 OFFICIAL_CHECKPOINTS: tuple[str, ...] = tuple(f"{name}.pth" for name in CHECKPOINT_VARIANTS)
 DOWNLOAD_URL = "https://huggingface.co/lalala125/AMT/resolve/main/{name}"
 MODELS_ENV = "AMT_VFI_MODELS"
-CACHE_ENV = "AMT_VFI_CACHE"
 CHECKPOINT_SUFFIXES = (*PICKLE_SUFFIXES, SAFETENSORS_SUFFIX)
 
 
@@ -28,25 +28,9 @@ CHECKPOINT_SUFFIXES = (*PICKLE_SUFFIXES, SAFETENSORS_SUFFIX)
 STALE_PARTIAL_SECONDS = 24 * 3600
 
 
-def _folder_from(variable: str) -> Path | None:
-    """The folder an environment variable names, with `~` expanded (shells leave a quoted `~` alone)."""
-    value = os.environ.get(variable)
-    return Path(value).expanduser() if value else None
-
-
-def user_cache_dir() -> Path:
-    """`$AMT_VFI_CACHE`, else `$XDG_CACHE_HOME/amt-vfi` (an absolute one, as the XDG rules say), else
-    `~/.cache/amt-vfi`."""
-    chosen = _folder_from(CACHE_ENV)
-    if chosen is not None:
-        return chosen
-    xdg = _folder_from("XDG_CACHE_HOME")
-    return (xdg if xdg is not None and xdg.is_absolute() else Path.home() / ".cache") / "amt-vfi"
-
-
 def search_dirs(host_dirs: Iterable[str | Path] = ()) -> list[Path]:
     """Lookup order: `$AMT_VFI_MODELS`, the host's folders (e.g. ComfyUI's), the user cache."""
-    models = _folder_from(MODELS_ENV)
+    models = folder_from(MODELS_ENV)
     dirs = [models] if models is not None else []
     dirs += [Path(d) for d in host_dirs]
     dirs.append(user_cache_dir())

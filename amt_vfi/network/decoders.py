@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import SideChannelResBlock, cat_channels, conv_prelu, upconv, upsample_flow, warp
+from . import cpu_kernels
+from .layers import SideChannelResBlock, cat_channels, channels_like, conv_prelu, upconv, upsample_flow, warp
 
 
 def _convblock(in_ch: int, mid_ch: int, out_ch: int, side: int) -> nn.Sequential:
@@ -37,8 +38,19 @@ def _warped_inputs(
     feature: torch.Tensor, context: torch.Tensor, flow0: torch.Tensor, flow1: torch.Tensor, mps_safe: bool
 ) -> torch.Tensor:
     """The decoder input: feature, both frames' context (stacked, 2N) warped by their flows, the flows."""
-    warped0, warped1 = warp(context, torch.cat([flow0, flow1]), mps_safe).chunk(2)
-    return cat_channels([feature, warped0, warped1, flow0, flow1])
+    if not cpu_kernels.usable(feature, context, flow0, flow1):
+        warped0, warped1 = warp(context, torch.cat([flow0, flow1]), mps_safe).chunk(2)
+        return cat_channels([feature, warped0, warped1, flow0, flow1])
+    batch, feature_ch = feature.shape[:2]
+    context_ch = context.shape[1]
+    inputs = channels_like(feature, feature_ch + 2 * context_ch + 4)
+    inputs[:, :feature_ch] = feature
+    warped = inputs[:, feature_ch : feature_ch + 2 * context_ch]
+    cpu_kernels.warp(context[:batch], flow0, warped[:, :context_ch])  # straight into place
+    cpu_kernels.warp(context[batch:], flow1, warped[:, context_ch:])
+    inputs[:, -4:-2] = flow0
+    inputs[:, -2:] = flow1
+    return inputs
 
 
 class RefiningDecoder(nn.Module):
@@ -65,11 +77,18 @@ class MultiFieldDecoder(nn.Module):
         self.convblock = _convblock(3 * feature_ch + 4, 3 * feature_ch, 8 * fields, side)
         self.mps_safe = False
 
+    def predict(
+        self, feature: torch.Tensor, context: torch.Tensor, flow0: torch.Tensor, flow1: torch.Tensor
+    ) -> torch.Tensor:
+        """All of it in one B x 8n x H x W tensor: corrections of the upsampled flows t->0 (2n channels)
+        and t->1 (2n), mask logits (n), RGB residuals (3n)."""
+        return self.convblock(_warped_inputs(feature, context, flow0, flow1, self.mps_safe))
+
     def forward(
         self, feature: torch.Tensor, context: torch.Tensor, flow0: torch.Tensor, flow1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         n = self.fields
-        out = self.convblock(_warped_inputs(feature, context, flow0, flow1, self.mps_safe))
+        out = self.predict(feature, context, flow0, flow1)
         flows0 = out[:, 0 : 2 * n].float() + upsample_flow(flow0).repeat(1, n, 1, 1)
         flows1 = out[:, 2 * n : 4 * n].float() + upsample_flow(flow1).repeat(1, n, 1, 1)
         masks = torch.sigmoid(out[:, 4 * n : 5 * n])

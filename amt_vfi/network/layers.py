@@ -65,17 +65,21 @@ class SideChannelResBlock(nn.Module):
         return self.prelu(self.conv5(out).add_(x))
 
 
-def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """`torch.cat` along the channels, in the memory layout of the first tensor.
+def channels_like(like: torch.Tensor, channels: int) -> torch.Tensor:
+    """An empty tensor with `channels` channels and the batch, size, dtype, device and memory layout of `like`.
 
-    `torch.cat` of mixed layouts (grid_sample returns channels-first) gives channels-first, which the next
-    channels-last convolution converts once more; copying each part straight into place is one pass.
+    Decoder inputs are assembled in the layout of their first part: `torch.cat` of mixed layouts
+    (grid_sample returns channels-first) gives channels-first, which the next channels-last convolution
+    would convert once more; copying each part straight into place is one pass.
     """
-    first = tensors[0]
-    layout = torch.channels_last if first.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    channels = sum(x.shape[1] for x in tensors)
-    shape = (first.shape[0], channels, *first.shape[2:])
-    out = torch.empty(shape, dtype=first.dtype, device=first.device, memory_format=layout)
+    layout = torch.channels_last if like.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    shape = (like.shape[0], channels, *like.shape[2:])
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=layout)
+
+
+def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """`torch.cat` along the channels, in the memory layout of the first tensor (see `channels_like`)."""
+    out = channels_like(tensors[0], sum(x.shape[1] for x in tensors))
     start = 0
     for x in tensors:
         out[:, start : start + x.shape[1]] = x
@@ -83,7 +87,7 @@ def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch < 2.3 has none
+is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch < 2.3 has none
 
 
 @functools.lru_cache(maxsize=128)
@@ -99,7 +103,7 @@ def device_constant(values: Sequence[float], dtype: torch.dtype, device: torch.d
     """A small constant tensor on `device`, made once per value (never modify it): a tensor made from
     Python numbers on a GPU waits for all the work queued there, which would stall the overlap of pairs,
     so on a GPU it is uploaded asynchronously, and reused while the same values come again."""
-    if _is_compiling():  # a constant of the compiled graph: no upload, no wait
+    if is_compiling():  # a constant of the compiled graph: no upload, no wait
         return torch.tensor(tuple(values), dtype=dtype, device=device)
     return _constant(tuple(values), dtype, torch.device(device))
 

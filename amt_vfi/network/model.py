@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import some_of
+from . import cpu_kernels
 from .correlation import CorrelationMode, WindowCorrelation, build_correlation
 from .decoders import InitialDecoder, MultiFieldDecoder, RefiningDecoder
 from .encoders import ContextPyramid, CorrelationFeatureEncoder, bottleneck_block, residual_block
@@ -236,6 +237,9 @@ class AMT(nn.Module):
                 flow1 = flow1 + delta_motion[:, 2:4]
             if step < len(decoders):
                 flow0, flow1, feature = decoders[step](feature, context[2 - step], flow0, flow1)
+        if pair.scale_factor == 1.0 and not self._mps_safe and cpu_kernels.usable(feature, flow0, flow1):
+            prediction = self.decoder1.predict(feature, context[0], flow0, flow1)
+            return self._compose_fused(tiled, prediction, flow0, flow1)
         flows0, flows1, masks, residuals = self.decoder1(feature, context[0], flow0, flow1)
         return self._compose(tiled, flows0, flows1, masks, residuals)
 
@@ -266,10 +270,24 @@ class AMT(nn.Module):
             # (no `out=` into the strided slice: torch.compile cannot trace that)
             candidates[:, k] = warped1.lerp_(warped0, weight).add_(residual).add_(features.mean)
         del warped0, warped1, flows0, flows1, masks, residuals
-        dtype = self.comb_block[0].weight.dtype
-        stacked = candidates.view(batch, 3 * n, height, width).to(dtype)
+        return self._corrected(candidates, candidates.mean(dim=1))
+
+    def _compose_fused(
+        self, features: PairFeatures, prediction: torch.Tensor, flow0: torch.Tensor, flow1: torch.Tensor
+    ) -> torch.Tensor:
+        """`_compose` in one pass of the CPU kernel, from decoder1's prediction and the flows it corrects."""
+        fields = self.spec.fields
+        prediction[:, 4 * fields : 5 * fields].sigmoid_()  # mask logits -> masks
+        coarse = torch.stack([flow0, flow1])
+        candidates, average = cpu_kernels.compose(features.frames, prediction, coarse, features.mean, fields)
+        return self._corrected(candidates, average)
+
+    def _corrected(self, candidates: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
+        """The average of the B x n x 3 x H x W candidates plus comb_block's correction, in [0, 1]."""
+        batch, n, _, height, width = candidates.shape
+        stacked = candidates.view(batch, 3 * n, height, width).to(self.comb_block[0].weight.dtype)
         correction = in_row_bands(self.comb_block, stacked, halo=self.spec.comb_kernel - 1).float()
-        return (candidates.mean(dim=1) + correction).clamp(0.0, 1.0)
+        return (average + correction).clamp(0.0, 1.0)
 
     def forward(
         self, img0: torch.Tensor, img1: torch.Tensor, embt: torch.Tensor | float, scale_factor: float = 1.0

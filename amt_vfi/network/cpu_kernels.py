@@ -1,0 +1,214 @@
+"""Fused CPU kernels for the decoders' warps and the final composition, compiled on first use.
+
+On a CPU these steps are chains of small memory-bound PyTorch operations (grid_sample, cat, repeat, lerp,
+add, ...), each pass reading and writing whole activations; one C loop per step does the same arithmetic
+in one pass, about 9% of the time per frame at 256x448 (benchmarks/RESULTS.md). `cpu_kernels.c` is
+compiled with the system C compiler (`$CC`, else `cc`) into the user cache the first time a float32 CPU
+network needs it, and runs on PyTorch's own OpenMP threads (GNU libgomp, which Linux builds of PyTorch
+load). Where that cannot be done (no compiler, another OpenMP runtime, not Linux) or where it is switched
+off (`AMT_VFI_CPU_KERNELS=0`), the network runs its PyTorch code, which gives the same frames to within
+float rounding.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+from ..user_dirs import user_cache_dir
+from .layers import is_compiling
+
+SWITCH_ENV = "AMT_VFI_CPU_KERNELS"
+SOURCE = Path(__file__).with_name("cpu_kernels.c")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+COMPILE_TIMEOUT_SECONDS = 120
+
+_log = logging.getLogger(__name__)
+_build_lock = threading.Lock()  # threads of one process would share the partial file's name
+_POINTER, _INDEX, _THREADS = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+_SIGNATURES = {
+    "amt_warp": [_POINTER, _POINTER, _INDEX, _INDEX, _INDEX, _INDEX, _POINTER, _POINTER, _POINTER, _POINTER, _THREADS],
+    "amt_compose": [_POINTER, _POINTER, _POINTER, _POINTER, _POINTER, _POINTER, _INDEX, _INDEX, _POINTER]
+    + [_INDEX] * 4
+    + [_POINTER] * 4
+    + [_THREADS],
+}
+
+
+def _cpu_identity() -> bytes:
+    """The CPU's feature flags: `-march=native` code built on one machine may not run on another that
+    shares the cache folder."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor().encode()
+    return next((line.encode() for line in lines if line.split(":")[0].strip() in ("flags", "Features")), b"")
+
+
+def _compiled_library() -> Path:
+    compiler = shlex.split(os.environ.get("CC") or "cc")
+    source = SOURCE.read_bytes()
+    key_parts = [source, " ".join([*compiler, *FLAGS]).encode(), platform.machine().encode(), _cpu_identity()]
+    key = hashlib.sha256(b"\0".join(key_parts)).hexdigest()[:16]
+    target = user_cache_dir() / "kernels" / f"cpu_kernels-{key}.so"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        subprocess.run(
+            [*compiler, *FLAGS, str(SOURCE), "-o", str(partial)],
+            check=True,
+            capture_output=True,
+            timeout=COMPILE_TIMEOUT_SECONDS,
+        )
+        os.replace(partial, target)  # whole or not at all, also when processes build it side by side
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def _unsupported_reason() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return f"built only on Linux, not {sys.platform}"
+    try:
+        mapped = Path("/proc/self/maps").read_text()
+    except OSError as error:
+        return f"cannot tell which OpenMP runtime PyTorch uses ({error})"
+    if "libgomp" not in mapped:
+        # A second OpenMP runtime would start its own threads next to PyTorch's.
+        return "PyTorch does not use GNU OpenMP (libgomp) here"
+    return None
+
+
+@functools.cache
+def _library() -> tuple[ctypes.CDLL | None, str]:
+    """The loaded kernels, or None and why not (worked out once per process)."""
+    reason = _unsupported_reason()
+    if reason is None:
+        try:
+            with _build_lock:
+                path = _compiled_library()
+            library = ctypes.CDLL(str(path))
+        except subprocess.CalledProcessError as error:
+            reason = f"the C compiler failed: {error.stderr.decode(errors='replace').strip()[-300:]}"
+        except (OSError, subprocess.SubprocessError) as error:
+            reason = f"cannot build or load them: {error}"
+        else:
+            for name, arguments in _SIGNATURES.items():
+                getattr(library, name).argtypes = arguments
+            return library, f"on ({path})"
+    _log.info("fused CPU kernels unavailable, %s: using PyTorch operations", reason)
+    return None, f"off: {reason}"
+
+
+def status() -> str:
+    """'on (path of the built library)' or 'off: why' (for benchmarks and bug reports)."""
+    if os.environ.get(SWITCH_ENV) == "0":
+        return f"off: {SWITCH_ENV}=0"
+    return _library()[1]
+
+
+def usable(*tensors: torch.Tensor) -> bool:
+    """Whether the kernels can stand in for the PyTorch code on these tensors: float32 on the CPU, no
+    gradient wanted (they have no backward pass), not traced by torch.compile, and the library built."""
+    if os.environ.get(SWITCH_ENV) == "0" or is_compiling():
+        return False
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return _library()[0] is not None
+
+
+def _strides(tensor: torch.Tensor) -> ctypes.Array:
+    return (ctypes.c_int64 * tensor.dim())(*tensor.stride())
+
+
+def _check(condition: bool, what: str) -> None:
+    """Shapes are checked before C code addresses memory through them."""
+    if not condition:
+        raise ValueError(f"fused CPU kernel called with {what}")
+
+
+def _check_float32_cpu(*tensors: torch.Tensor) -> None:
+    for tensor in tensors:
+        _check(
+            tensor.device.type == "cpu" and tensor.dtype == torch.float32, f"a {tensor.dtype} {tensor.device} tensor"
+        )
+
+
+def warp(image: torch.Tensor, flow: torch.Tensor, out: torch.Tensor) -> None:
+    """Write `image` (N x C x H x W) warped by `flow` (N x 2 x H x W, pixels, x first) into `out`, as
+    `layers.warp` does: bilinear, with edge replication."""
+    _check_float32_cpu(image, flow, out)
+    images, channels, height, width = image.shape
+    _check(flow.shape == (images, 2, height, width), f"a flow of shape {tuple(flow.shape)}")
+    _check(out.shape == image.shape, f"an output of shape {tuple(out.shape)}")
+    library, _ = _library()
+    library.amt_warp(
+        image.data_ptr(),
+        _strides(image),
+        images,
+        channels,
+        height,
+        width,
+        flow.data_ptr(),
+        _strides(flow),
+        out.data_ptr(),
+        _strides(out),
+        torch.get_num_threads(),
+    )
+
+
+def compose(
+    frames: torch.Tensor, prediction: torch.Tensor, coarse: torch.Tensor, mean: torch.Tensor, fields: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The candidate frames (B x n x 3 x H x W) of the multi-field prediction, and their average.
+
+    frames: 2B x 3 x H x W, mean removed; prediction: B x 8n x H x W with the masks already through the
+    sigmoid; coarse: 2 x B x 2 x H/2 x W/2, the flows t->0 and t->1 that the predicted ones correct;
+    mean: B values.
+    """
+    _check_float32_cpu(frames, prediction, coarse, mean)
+    batch, _, height, width = prediction.shape
+    _check(prediction.shape[1] == 8 * fields, f"{prediction.shape[1]} predicted channels for {fields} fields")
+    _check(frames.shape == (2 * batch, 3, height, width), f"frames of shape {tuple(frames.shape)}")
+    _check(coarse.shape == (2, batch, 2, height // 2, width // 2), f"coarse flows of shape {tuple(coarse.shape)}")
+    mean = mean.reshape(-1).contiguous()
+    _check(mean.numel() == batch, f"{mean.numel()} means for {batch} frames")
+    candidates = prediction.new_empty(batch, fields, 3, height, width)
+    average = prediction.new_empty(batch, 3, height, width)
+    library, _ = _library()
+    library.amt_compose(
+        frames.data_ptr(),
+        _strides(frames),
+        prediction.data_ptr(),
+        _strides(prediction),
+        coarse.data_ptr(),
+        _strides(coarse),
+        coarse.shape[-2],
+        coarse.shape[-1],
+        mean.data_ptr(),
+        batch,
+        fields,
+        height,
+        width,
+        candidates.data_ptr(),
+        _strides(candidates),
+        average.data_ptr(),
+        _strides(average),
+        torch.get_num_threads(),
+    )
+    return candidates, average

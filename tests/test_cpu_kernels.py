@@ -1,0 +1,123 @@
+"""The fused CPU kernels: the same numbers as the PyTorch code they stand in for, and a clean fallback."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from amt_vfi.checkpoints import standin_state_dict
+from amt_vfi.network import AMT, VARIANTS, cpu_kernels
+from amt_vfi.network.layers import warp
+
+CAN_BUILD = (
+    sys.platform.startswith("linux")
+    and shutil.which("cc") is not None
+    and "libgomp" in (Path("/proc/self/maps").read_text() if sys.platform.startswith("linux") else "")
+)
+needs_kernels = pytest.mark.skipif(not CAN_BUILD, reason="needs Linux, a C compiler and PyTorch's libgomp")
+
+
+@pytest.fixture
+def rebuilt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """A fresh attempt at building the kernels (into an empty cache), undone afterwards."""
+    monkeypatch.setenv("AMT_VFI_CACHE", str(tmp_path / "cache"))
+    cpu_kernels._library.cache_clear()
+    yield tmp_path / "cache"
+    cpu_kernels._library.cache_clear()
+
+
+@needs_kernels
+def test_kernels_are_built_once_into_the_user_cache(rebuilt: Path) -> None:
+    assert cpu_kernels.status().startswith(f"on ({rebuilt / 'kernels'}")
+    assert cpu_kernels.usable(torch.zeros(1))
+    assert len(list((rebuilt / "kernels").glob("cpu_kernels-*.so"))) == 1
+    assert not list((rebuilt / "kernels").glob(".*partial"))
+
+
+def test_without_a_compiler_the_network_runs_its_pytorch_code(rebuilt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", str(rebuilt / "no-such-compiler"))
+    assert cpu_kernels.status().startswith("off: ")
+    assert not cpu_kernels.usable(torch.zeros(1))
+    model = AMT(VARIANTS["amt-s"]).eval()
+    frames = torch.rand(2, 1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        frame = model(frames[0], frames[1], 0.5)
+    assert frame.shape == (1, 3, 64, 64) and torch.isfinite(frame).all()
+    assert not list(rebuilt.glob("**/*.partial"))
+
+
+def test_switched_off_or_outside_their_scope_the_kernels_are_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not cpu_kernels.usable(torch.zeros(1, dtype=torch.float16))
+    assert not cpu_kernels.usable(torch.zeros(1, requires_grad=True))  # they have no backward pass
+    with torch.no_grad():
+        assert cpu_kernels.usable(torch.zeros(1, requires_grad=True)) == CAN_BUILD
+    monkeypatch.setenv(cpu_kernels.SWITCH_ENV, "0")
+    assert not cpu_kernels.usable(torch.zeros(1))
+    assert cpu_kernels.status() == "off: AMT_VFI_CPU_KERNELS=0"
+
+
+@needs_kernels
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("size", [(7, 11), (1, 9), (6, 1)])
+def test_fused_warp_equals_grid_sample(layout: torch.memory_format, size: tuple[int, int]) -> None:
+    height, width = size
+    generator = torch.Generator().manual_seed(height * 100 + width)
+    image = torch.rand(3, 5, height, width, generator=generator).contiguous(memory_format=layout)
+    # Inside, on pixel centres, and far beyond every border.
+    flow = torch.randn(3, 2, height, width, generator=generator) * (max(size) / 2)
+    flow[0, :, 0, 0] = torch.tensor([1.0, 0.0])
+    flow[1] = 1e4
+    out = torch.empty_like(image)
+    cpu_kernels.warp(image, flow, out)
+    assert (out - warp(image, flow)).abs().max() <= 1e-5
+
+
+@needs_kernels
+def test_fused_warp_reads_no_memory_outside_for_nan_flows() -> None:
+    image = torch.rand(1, 4, 5, 6)
+    flow = torch.full((1, 2, 5, 6), float("nan"))
+    flow[0, 0, 1, 1] = -float("inf")
+    flow[0, 1, 2, 2] = float("inf")
+    out = torch.empty_like(image)
+    cpu_kernels.warp(image, flow, out)
+    assert out.min() >= image.min() and out.max() <= image.max()
+
+
+@needs_kernels
+def test_kernels_refuse_tensors_they_would_misread() -> None:
+    image = torch.rand(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"a flow of shape \(2, 2, 8, 4\)"):
+        cpu_kernels.warp(image, torch.zeros(2, 2, 8, 4), torch.empty_like(image))
+    with pytest.raises(ValueError, match="torch.float64"):
+        cpu_kernels.warp(image.double(), torch.zeros(2, 2, 8, 8), torch.empty_like(image))
+    with pytest.raises(ValueError, match="16 predicted channels for 3 fields"):
+        cpu_kernels.compose(
+            torch.rand(2, 3, 8, 8), torch.rand(1, 16, 8, 8), torch.rand(2, 1, 2, 4, 4), torch.rand(1), 3
+        )
+
+
+@needs_kernels
+@pytest.mark.parametrize("variant", ["amt-s", "amt-l"])  # 3 and 5 flow fields
+def test_fused_decode_equals_the_pytorch_decode(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = AMT(VARIANTS[variant]).eval()
+    model.load_state_dict(standin_state_dict(variant))
+    model.to(memory_format=torch.channels_last)
+    generator = torch.Generator().manual_seed(4)
+    img0, img1 = torch.rand(2, 2, 3, 80, 144, generator=generator)
+    img1 = img0.roll((3, -5), dims=(2, 3)) * 0.8 + img1 * 0.2  # motion, so the flows are not all zero
+    embt = torch.tensor([0.25, 0.25, 0.6, 0.6]).view(-1, 1, 1, 1)
+    calls = []
+    compose = cpu_kernels.compose
+    monkeypatch.setattr(cpu_kernels, "compose", lambda *args: calls.append(1) or compose(*args))
+    with torch.inference_mode():
+        features = model.encode(img0, img1, time_steps=2)
+        fused = model.decode(features, embt)
+        assert calls, "the fused composition was not used"
+        monkeypatch.setenv(cpu_kernels.SWITCH_ENV, "0")
+        plain = model.decode(features, embt)
+    assert len(calls) == 1
+    assert (fused - plain).abs().max() <= 2e-5
