@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from . import cpu_kernels
 from .layers import device_constant
 
 CorrelationMode = Literal["auto", "all-pairs", "on-demand"]
@@ -117,6 +118,7 @@ class _LevelGroup:
     starts: torch.Tensor  # G x 2 x 1 x 1 offsets into `table`
     table: torch.Tensor  # flat volumes, or (rows x D) pooled target features, with SPAN zeros at both ends
     precomputed: bool
+    parts: list[torch.Tensor]  # the table's part for each level and direction (level-major), without margins
 
 
 class WindowCorrelation:
@@ -195,7 +197,8 @@ class WindowCorrelation:
         table, lengths = table_and_lengths
         device = table.device
         sizes = [tuple(pooled[0][level].shape[-2:]) for level in levels]
-        starts = device_constant(list(itertools.accumulate([SPAN, *lengths[:-1]])), torch.int64, device)
+        offsets = list(itertools.accumulate([SPAN, *lengths[:-1]]))
+        starts = device_constant(offsets, torch.int64, device)
 
         def column(values: list[float], dtype: torch.dtype) -> torch.Tensor:
             return device_constant(values, dtype, device).view(-1, 1, 1, 1)
@@ -208,6 +211,7 @@ class WindowCorrelation:
             starts=starts.view(len(levels), 2, 1, 1),
             table=table,
             precomputed=precomputed,
+            parts=[table[offset : offset + length] for offset, length in zip(offsets, lengths, strict=True)],
         )
 
     def _dots(self, rows: torch.Tensor, source_index: torch.Tensor, runs: torch.Tensor) -> torch.Tensor:
@@ -269,6 +273,8 @@ class WindowCorrelation:
     def __call__(self, centres_fwd: torch.Tensor, centres_bwd: torch.Tensor) -> torch.Tensor:
         """Correlation features (N x 392 x h x w) for frame-0 sources at `centres_fwd` in frame 1 and
         frame-1 sources at `centres_bwd` in frame 0 (both N x 2 x h x w, x first, pixels)."""
+        if cpu_kernels.usable(centres_fwd, centres_bwd, self.sources):
+            return self._fused_lookup(torch.stack([centres_fwd, centres_bwd]).contiguous())
         queries, pixels = centres_fwd.shape[0], self.h * self.w
         centres = torch.stack([centres_fwd, centres_bwd]).float().nan_to_num(nan=-1e4).flatten(3)
         out = centres.new_empty(queries, 2, LEVELS, WINDOW, WINDOW, pixels)  # channel 7a + b: x offset a
@@ -282,6 +288,19 @@ class WindowCorrelation:
                 window = self._window(group, centres[..., start:stop], pixel)
                 out[:, :, first:last, ..., start:stop] = window.permute(2, 1, 0, 4, 3, 5)
         return out.view(queries, -1, self.h, self.w)
+
+    def _fused_lookup(self, centres: torch.Tensor) -> torch.Tensor:
+        """The CPU kernel's lookup, written straight into the channels-last layout of the next convolution."""
+        tables: list[torch.Tensor] = [self.sources] * (2 * LEVELS)
+        precomputed = [False] * LEVELS
+        for group in self.groups:
+            for index, level in enumerate(group.levels):
+                tables[2 * level : 2 * level + 2] = group.parts[2 * index : 2 * index + 2]
+                precomputed[level] = group.precomputed
+        shape = (centres.shape[1], 2 * LEVELS * WINDOW * WINDOW, self.h, self.w)
+        out = torch.empty(shape, dtype=torch.float32, memory_format=torch.channels_last)
+        cpu_kernels.correlation(centres, self.batch, tables, precomputed, self.sources, out)
+        return out
 
 
 def build_correlation(

@@ -139,3 +139,106 @@ void amt_compose(const float *frames, const int64_t *frame_strides, const float 
         }
     }
 }
+
+/* Where a 7 x 7 window around a centre lies on a level's map: its 8 x 8 integer positions start at
+ * (first_x, first_y), and all 49 samples share the fractional parts (fx, fy). */
+typedef struct {
+    int64_t first_x, first_y;
+    float fx, fy;
+} Window;
+
+static inline Window window_at(float centre_x, float centre_y, int64_t level, int64_t level_w, int64_t level_h) {
+    const float far = 14.0f; /* two windows: beyond that every sample is zero */
+    float scale = 1.0f / (float)(1 << level), x = centre_x * scale, y = centre_y * scale;
+    /* Clamped far outside (NaN to the near side), so the integers stay in range. */
+    x = x > -far ? (x < (float)level_w + far ? x : (float)level_w + far) : -far;
+    y = y > -far ? (y < (float)level_h + far ? y : (float)level_h + far) : -far;
+    int64_t x0 = (int64_t)(x + far) - (int64_t)far, y0 = (int64_t)(y + far) - (int64_t)far; /* floor */
+    Window w = {x0 - 3, y0 - 3, x - (float)x0, y - (float)y0};
+    return w;
+}
+
+/* A source pixel's volume row is read at scattered places, one row per pixel: asking for the next
+ * pixel's window while this one is computed keeps the memory busy instead of waiting on it. */
+static inline void prefetch_window(const float *volume_row, Window w, int64_t level_w, int64_t level_h) {
+    int64_t left = w.first_x < 0 ? 0 : w.first_x, right = w.first_x + 7 >= level_w ? level_w - 1 : w.first_x + 7;
+    if (left > right) return;
+    for (int64_t ty = w.first_y; ty < w.first_y + 8; ty++) {
+        if (ty < 0 || ty >= level_h) continue;
+        __builtin_prefetch(volume_row + ty * level_w + left);
+        __builtin_prefetch(volume_row + ty * level_w + right);
+    }
+}
+
+/* The 8 x 8 correlations of a window, zero outside the map: read from the source pixel's volume row,
+ * or (no volume) dot products of the source row with the pooled target rows. */
+static inline void window_values(float values[8][8], Window w, const float *volume_row, const float *target_rows,
+                                 const float *source, int64_t dim, int64_t level_w, int64_t level_h) {
+    const int inside = w.first_x >= 0 && w.first_y >= 0 && w.first_x + 8 <= level_w && w.first_y + 8 <= level_h;
+    for (int64_t j = 0; j < 8; j++) {
+        int64_t ty = w.first_y + j;
+        for (int64_t i = 0; i < 8; i++) {
+            int64_t tx = w.first_x + i;
+            values[j][i] = 0.0f;
+            if (!inside && (ty < 0 || ty >= level_h || tx < 0 || tx >= level_w)) continue;
+            if (volume_row != 0) {
+                values[j][i] = volume_row[ty * level_w + tx];
+            } else {
+                const float *row = target_rows + (ty * level_w + tx) * dim;
+                float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+                for (int64_t k = 0; k < dim; k++) dot += source[k] * row[k];
+                values[j][i] = dot;
+            }
+        }
+    }
+}
+
+/* The correlation lookup of WindowCorrelation (correlation.py): for direction d, query q (of sample
+ * q % batch) and source pixel p, the correlations around centre (x, y) on every level, sampled bilinearly
+ * with zeros outside the level's map, on 7 x 7 offsets (x offset slow): out channel d*196 + L*49 + 7a + b.
+ * centres: 2 x queries x 2 x pixels (x first, level-0 pixels); sizes: levels x (height, width);
+ * tables[2L + d]: level L, direction d: a volume (batch x pixels x h_L*w_L, already scaled) where
+ * precomputed[L], else the pooled target features (batch x h_L*w_L x dim rows) that the scaled source
+ * rows (2 x batch x pixels x dim) are dotted with; out: queries x (2 * levels * 49) x height x width. */
+void amt_correlation(const float *centres, int64_t queries, int64_t batch, int64_t height, int64_t width,
+                     int64_t levels, const int64_t *sizes, const float *const *tables, const int32_t *precomputed,
+                     const float *sources, int64_t dim, float *out, const int64_t *out_strides, int threads) {
+    const int64_t pixels = height * width, channel_stride = out_strides[1];
+#pragma omp parallel for collapse(3) num_threads(threads) schedule(static)
+    for (int64_t d = 0; d < 2; d++) {
+        for (int64_t q = 0; q < queries; q++) {
+            for (int64_t y = 0; y < height; y++) {
+                const int64_t b = q % batch;
+                const float *centre_x = centres + (d * queries + q) * 2 * pixels, *centre_y = centre_x + pixels;
+                for (int64_t x = 0; x < width; x++) {
+                    const int64_t p = y * width + x;
+                    const float *source = sources + ((d * batch + b) * pixels + p) * dim;
+                    float *o = out + q * out_strides[0] + y * out_strides[2] + x * out_strides[3] +
+                               d * levels * 49 * channel_stride;
+                    for (int64_t level = 0; level < levels; level++) {
+                        const int64_t level_h = sizes[2 * level], level_w = sizes[2 * level + 1];
+                        const int64_t area = level_h * level_w;
+                        const float *table = tables[2 * level + d];
+                        const float *volume_row = precomputed[level] ? table + (b * pixels + p) * area : 0;
+                        if (volume_row != 0 && x + 1 < width)
+                            prefetch_window(volume_row + area,
+                                            window_at(centre_x[p + 1], centre_y[p + 1], level, level_w, level_h),
+                                            level_w, level_h);
+                        Window w = window_at(centre_x[p], centre_y[p], level, level_w, level_h);
+                        float values[8][8], along_x[8][7], window[49];
+                        window_values(values, w, volume_row, table + b * area * dim, source, dim, level_w, level_h);
+                        for (int j = 0; j < 8; j++)
+                            for (int a = 0; a < 7; a++)
+                                along_x[j][a] = (1.0f - w.fx) * values[j][a] + w.fx * values[j][a + 1];
+                        for (int a = 0; a < 7; a++)
+                            for (int c = 0; c < 7; c++)
+                                window[7 * a + c] = (1.0f - w.fy) * along_x[c][a] + w.fy * along_x[c + 1][a];
+                        float *channel = o + level * 49 * channel_stride;
+                        for (int k = 0; k < 49; k++) channel[k * channel_stride] = window[k];
+                    }
+                }
+            }
+        }
+    }
+}

@@ -43,6 +43,7 @@ _SIGNATURES = {
     + [_INDEX] * 4
     + [_POINTER] * 4
     + [_THREADS],
+    "amt_correlation": [_POINTER] + [_INDEX] * 5 + [_POINTER] * 3 + [_POINTER, _INDEX, _POINTER, _POINTER, _THREADS],
 }
 
 
@@ -212,3 +213,53 @@ def compose(
         torch.get_num_threads(),
     )
     return candidates, average
+
+
+def correlation(
+    centres: torch.Tensor,
+    batch: int,
+    tables: list[torch.Tensor],
+    precomputed: list[bool],
+    sources: torch.Tensor,
+    out: torch.Tensor,
+) -> None:
+    """Write WindowCorrelation's lookup (see there) into `out` (N x 2*L*49 x h x w).
+
+    centres: 2 x N x 2 x h x w (directions, queries, x/y); tables: per level, per direction, the volume
+    (B x h*w x h_l*w_l values) where `precomputed[level]`, else the pooled target rows (B*h_l*w_l x D);
+    sources: the scaled source rows, 2*B*h*w x D.
+    """
+    _check_float32_cpu(centres, sources, out, *tables)
+    _, queries, _, height, width = centres.shape
+    levels = len(precomputed)
+    pixels, dim = height * width, sources.shape[1]
+    _check(
+        centres.is_contiguous() and centres.shape[0] == centres.shape[2] == 2,
+        f"centres of shape {tuple(centres.shape)}",
+    )
+    _check(queries % batch == 0 and sources.shape[0] == 2 * batch * pixels, f"{batch} samples of {pixels} pixels")
+    _check(sources.is_contiguous(), "source rows that are not contiguous")
+    _check(out.shape == (queries, 2 * levels * 49, height, width), f"an output of shape {tuple(out.shape)}")
+    _check(len(tables) == 2 * levels, f"{len(tables)} tables for {levels} levels")
+    sizes = [(height >> level, width >> level) for level in range(levels)]
+    for index, table in enumerate(tables):
+        area = sizes[index // 2][0] * sizes[index // 2][1]
+        expected = batch * pixels * area if precomputed[index // 2] else batch * area * dim
+        _check(table.is_contiguous() and table.numel() == expected, f"a table of {table.numel()} values")
+    library, _ = _library()
+    library.amt_correlation(
+        centres.data_ptr(),
+        queries,
+        batch,
+        height,
+        width,
+        levels,
+        (ctypes.c_int64 * (2 * levels))(*[size for pair in sizes for size in pair]),
+        (ctypes.c_void_p * len(tables))(*[table.data_ptr() for table in tables]),
+        (ctypes.c_int32 * levels)(*precomputed),
+        sources.data_ptr(),
+        dim,
+        out.data_ptr(),
+        _strides(out),
+        torch.get_num_threads(),
+    )
