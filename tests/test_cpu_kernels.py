@@ -121,3 +121,19 @@ def test_fused_decode_equals_the_pytorch_decode(variant: str, monkeypatch: pytes
         plain = model.decode(features, embt)
     assert len(calls) == 1
     assert (fused - plain).abs().max() <= 2e-5
+
+
+@needs_kernels
+def test_fused_correlation_is_written_for_the_next_convolution() -> None:
+    from amt_vfi.network.correlation import WindowCorrelation
+
+    generator = torch.Generator().manual_seed(6)
+    fmap0, fmap1 = torch.randn(2, 1, 16, 12, 20, generator=generator)
+    centres = torch.rand(2, 2, 2, 12, 20, generator=generator) * 24 - 2
+    lookup = WindowCorrelation(fmap0, fmap1, volume_levels=2)
+    fused = lookup(*centres)
+    assert fused.is_contiguous(memory_format=torch.channels_last)  # what the update blocks' 1x1 convolution reads
+    with pytest.raises(ValueError, match="an output of shape"):
+        cpu_kernels.correlation(
+            torch.stack(list(centres)), 1, [lookup.sources] * 8, [False] * 4, lookup.sources, torch.empty(2, 8, 12, 20)
+        )

@@ -32,14 +32,17 @@ def models() -> dict[str, AMT]:
     return built
 
 
-@pytest.mark.parametrize("kernels", ["fused CPU kernels where built", "PyTorch only"])
+@pytest.fixture(params=["fused CPU kernels where built", "PyTorch only"])
+def kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test with the fused CPU kernels (where they can be built) and with PyTorch operations only."""
+    if request.param == "PyTorch only":
+        monkeypatch.setenv("AMT_VFI_CPU_KERNELS", "0")
+    return request.param
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", ["m1", "m2"])
-def test_golden_model_cases(
-    models: dict[str, AMT], golden_cases: dict, case: str, mode: str, kernels: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if kernels == "PyTorch only":
-        monkeypatch.setenv("AMT_VFI_CPU_KERNELS", "0")
+def test_golden_model_cases(models: dict[str, AMT], golden_cases: dict, case: str, mode: str, kernels: str) -> None:
     spec = next(c for c in golden_cases["model"] if c["id"] == case)
     data = load_golden(case)
     model = models[spec["model"]]
@@ -92,7 +95,7 @@ def _brute_force_lookup(fmap_src: torch.Tensor, fmap_tgt: torch.Tensor, centres:
 
 
 @pytest.mark.parametrize("volume_levels", [0, 1, 2, 3, 4])
-def test_every_volume_split_equals_brute_force(volume_levels: int) -> None:
+def test_every_volume_split_equals_brute_force(volume_levels: int, kernels: str) -> None:
     fmap0, fmap1, (fwd, bwd) = _random_features(0)
     expected = torch.cat([_brute_force_lookup(fmap0, fmap1, fwd), _brute_force_lookup(fmap1, fmap0, bwd)], 1)
     got = WindowCorrelation(fmap0, fmap1, volume_levels)(fwd, bwd)
@@ -101,6 +104,7 @@ def test_every_volume_split_equals_brute_force(volume_levels: int) -> None:
 
 
 def test_row_by_row_gathers_equal_strided_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMT_VFI_CPU_KERNELS", "0")  # both are PyTorch paths
     fmap0, fmap1, (fwd, bwd) = _random_features(5, batch=2)
     fwd, bwd = fwd[:4], bwd[:4]
     expected = [WindowCorrelation(fmap0, fmap1, levels)(fwd, bwd) for levels in (0, 2)]
@@ -117,7 +121,7 @@ def test_correlation_modes_agree_on_odd_sizes_and_batches() -> None:
     assert (all_pairs - on_demand).abs().max() <= 1e-5
 
 
-def test_non_finite_centres_sample_zeros() -> None:
+def test_non_finite_centres_sample_zeros(kernels: str) -> None:
     fmap0, fmap1, (fwd, bwd) = _random_features(4)
     fwd[0, :, :5] = float("nan")
     bwd[1, 0, :, :3] = float("inf")
