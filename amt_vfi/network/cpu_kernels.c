@@ -1,7 +1,8 @@
-/* Fused CPU kernels of amt_vfi (loaded by cpu_kernels.py): the decoders' bilinear warps and the
- * composition of the multi-field prediction, each in one pass over memory instead of a chain of PyTorch
- * operations. Tensors come as a base pointer plus element strides in PyTorch's dimension order, so any
- * memory layout works; rows are shared out over PyTorch's own OpenMP threads. */
+/* Fused CPU kernels of amt_vfi (loaded by cpu_kernels.py): the decoders' bilinear warps, the
+ * composition of the multi-field prediction and the correlation lookup, each in one pass over memory
+ * instead of a chain of PyTorch operations. Tensors come as a base pointer plus element strides in
+ * PyTorch's dimension order, so any memory layout works; rows are shared out over PyTorch's own OpenMP
+ * threads. */
 #include <stdint.h>
 
 /* A sample position clamped to [0, last]: edge replication. NaN gives 0, never an address outside. */
@@ -58,7 +59,8 @@ void amt_warp(const float *image, const int64_t *image_strides, int64_t images, 
                         o[c] = b.w00 * p[c] + b.w01 * p[c + b.step_x] + b.w10 * p[c + b.step_y] +
                                b.w11 * p[c + b.step_y + b.step_x];
                 } else {
-                    for (int64_t c = 0; c < channels; c++) o[c * out_strides[1]] = bilinear_value(&b, p + c * image_strides[1]);
+                    for (int64_t c = 0; c < channels; c++)
+                        o[c * out_strides[1]] = bilinear_value(&b, p + c * image_strides[1]);
                 }
             }
         }
@@ -105,9 +107,11 @@ void amt_compose(const float *frames, const int64_t *frame_strides, const float 
                     for (int axis = 0; axis < 2; axis++) {
                         const float *plane = coarse + d * coarse_strides[0] + b * coarse_strides[1] +
                                              axis * coarse_strides[2];
-                        const float *upper = plane + top * coarse_strides[3], *lower = plane + bottom * coarse_strides[3];
-                        float above = (1.0f - across) * upper[left * coarse_strides[4]] + across * upper[right * coarse_strides[4]];
-                        float below = (1.0f - across) * lower[left * coarse_strides[4]] + across * lower[right * coarse_strides[4]];
+                        const float *upper = plane + top * coarse_strides[3];
+                        const float *lower = plane + bottom * coarse_strides[3];
+                        const int64_t at_left = left * coarse_strides[4], at_right = right * coarse_strides[4];
+                        float above = (1.0f - across) * upper[at_left] + across * upper[at_right];
+                        float below = (1.0f - across) * lower[at_left] + across * lower[at_right];
                         coarse_flow[d][axis] = 2.0f * ((1.0f - down) * above + down * below);
                     }
                 }
@@ -117,9 +121,9 @@ void amt_compose(const float *frames, const int64_t *frame_strides, const float 
                     float warped[2][3];
                     for (int d = 0; d < 2; d++) {
                         const float *correction = here + (2 * fields * d + 2 * k) * channel;
-                        Bilinear s = bilinear_at(clamp_position((float)x + correction[0] + coarse_flow[d][0], last_x),
-                                                 clamp_position((float)y + correction[channel] + coarse_flow[d][1], last_y),
-                                                 width, height, frame_strides[2], frame_strides[3]);
+                        float sample_x = clamp_position((float)x + correction[0] + coarse_flow[d][0], last_x);
+                        float sample_y = clamp_position((float)y + correction[channel] + coarse_flow[d][1], last_y);
+                        Bilinear s = bilinear_at(sample_x, sample_y, width, height, frame_strides[2], frame_strides[3]);
                         for (int c = 0; c < 3; c++)
                             warped[d][c] = bilinear_value(&s, pair_frames[d] + s.offset + c * frame_strides[1]);
                     }
@@ -128,7 +132,8 @@ void amt_compose(const float *frames, const int64_t *frame_strides, const float 
                     float *out = candidates + b * candidate_strides[0] + k * candidate_strides[1] +
                                  y * candidate_strides[3] + x * candidate_strides[4];
                     for (int c = 0; c < 3; c++) {
-                        float value = warped[1][c] + mask * (warped[0][c] - warped[1][c]) + residual[c * channel] + mean[b];
+                        float value =
+                            warped[1][c] + mask * (warped[0][c] - warped[1][c]) + residual[c * channel] + mean[b];
                         out[c * candidate_strides[2]] = value;
                         total[c] += value;
                     }

@@ -1,13 +1,14 @@
-"""Fused CPU kernels for the decoders' warps and the final composition, compiled on first use.
+"""Fused CPU kernels for the decoders' warps, the final composition and the correlation lookup,
+compiled on first use.
 
 On a CPU these steps are chains of small memory-bound PyTorch operations (grid_sample, cat, repeat, lerp,
-add, ...), each pass reading and writing whole activations; one C loop per step does the same arithmetic
-in one pass, about 9% of the time per frame at 256x448 (benchmarks/RESULTS.md). `cpu_kernels.c` is
-compiled with the system C compiler (`$CC`, else `cc`) into the user cache the first time a float32 CPU
-network needs it, and runs on PyTorch's own OpenMP threads (GNU libgomp, which Linux builds of PyTorch
-load). Where that cannot be done (no compiler, another OpenMP runtime, not Linux) or where it is switched
-off (`AMT_VFI_CPU_KERNELS=0`), the network runs its PyTorch code, which gives the same frames to within
-float rounding.
+gathers, ...), each pass reading and writing whole activations; one C loop per step does the same
+arithmetic in one pass, about 10% of the time per frame at 256x448 (benchmarks/RESULTS.md).
+`cpu_kernels.c` is compiled with the system C compiler (`$CC`, else `cc`) into the user cache the first
+time a float32 CPU network needs it, and runs on PyTorch's own OpenMP threads (GNU libgomp, which Linux
+builds of PyTorch load). Where that cannot be done (no compiler, another OpenMP runtime, not Linux) or
+where it is switched off (`AMT_VFI_CPU_KERNELS=0`), the network runs its PyTorch code, which gives the
+same frames to within float rounding.
 """
 
 from __future__ import annotations
