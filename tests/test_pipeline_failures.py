@@ -31,6 +31,29 @@ def test_closing_prefetch_early_stops_its_thread_at_once() -> None:
     assert time.monotonic() - start < 1.0 and _threads("amt-vfi-prefetch") == []
 
 
+def test_a_ctrl_c_while_the_decode_thread_starts_still_stops_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM right as a job starts: an interrupt inside Thread.start() left the decode thread running
+    while the source was closed under it ('generator already executing', reported as a bug)."""
+    real_start = threading.Thread.start
+
+    def start_then_interrupted(thread: threading.Thread) -> None:
+        real_start(thread)
+        signal.raise_signal(signal.SIGINT)  # arrives before start() has returned
+
+    def frames():
+        for index in range(1000):
+            time.sleep(0.01)
+            yield index
+
+    source = frames()
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        next(prefetch(source))
+    monkeypatch.undo()
+    source.close()  # what closing the source does; the decode thread must not be inside it any more
+    assert _threads("amt-vfi-prefetch") == []
+
+
 def test_a_second_ctrl_c_while_finishing_still_waits_for_the_writer(monkeypatch: pytest.MonkeyPatch) -> None:
     written: list[int] = []
 

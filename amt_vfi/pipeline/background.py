@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+from ..media.atomic import signals_held
+
 T = TypeVar("T")
 _DONE = object()
 _STEP = 0.1  # seconds between looks at the stop flag
@@ -49,8 +51,11 @@ def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
             _offer(buffer, _Failure(error), stop)
 
     worker = threading.Thread(target=produce, name="amt-vfi-prefetch", daemon=True)
-    worker.start()
     try:
+        # A Ctrl-C or SIGTERM inside start() would skip the `finally` below with the thread running, and
+        # the source would then be closed under it; held, it is raised here, where the thread is stopped.
+        with signals_held():
+            worker.start()
         while True:
             item = buffer.get()
             if item is _DONE:
