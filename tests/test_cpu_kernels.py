@@ -137,3 +137,11 @@ def test_fused_correlation_is_written_for_the_next_convolution() -> None:
         cpu_kernels.correlation(
             torch.stack(list(centres)), 1, [lookup.sources] * 8, [False] * 4, lookup.sources, torch.empty(2, 8, 12, 20)
         )
+
+
+@needs_kernels
+def test_a_damaged_library_in_the_cache_is_built_again(rebuilt: Path) -> None:
+    built = cpu_kernels._compiled_library()
+    built.write_bytes(b"not a shared library")
+    assert cpu_kernels.status() == f"on ({built})"
+    assert built.read_bytes().startswith(b"\x7fELF")

@@ -102,14 +102,18 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         try:
             with _build_lock:
                 path = _compiled_library()
-            library = ctypes.CDLL(str(path))
-        except subprocess.CalledProcessError as error:
-            reason = f"the C compiler failed: {error.stderr.decode(errors='replace').strip()[-300:]}"
-        except (OSError, subprocess.SubprocessError) as error:
-            reason = f"cannot build or load them: {error}"
-        else:
+                try:
+                    library = ctypes.CDLL(str(path))
+                except OSError:  # a damaged file in the cache: built again, once
+                    path.unlink(missing_ok=True)
+                    library = ctypes.CDLL(str(_compiled_library()))
             for name, arguments in _SIGNATURES.items():
                 getattr(library, name).argtypes = arguments
+        except subprocess.CalledProcessError as error:
+            reason = f"the C compiler failed: {error.stderr.decode(errors='replace').strip()[-300:]}"
+        except (OSError, AttributeError, subprocess.SubprocessError) as error:
+            reason = f"cannot build or load them: {error}"
+        else:
             return library, f"on ({path})"
     _log.info("fused CPU kernels unavailable, %s: using PyTorch operations", reason)
     return None, f"off: {reason}"
