@@ -55,9 +55,10 @@ def test_switched_off_or_outside_their_scope_the_kernels_are_not_used(monkeypatc
     assert not cpu_kernels.usable(torch.zeros(1, requires_grad=True))  # they have no backward pass
     with torch.no_grad():
         assert cpu_kernels.usable(torch.zeros(1, requires_grad=True)) == CAN_BUILD
-    monkeypatch.setenv(cpu_kernels.SWITCH_ENV, "0")
-    assert not cpu_kernels.usable(torch.zeros(1))
-    assert cpu_kernels.status() == "off: AMT_VFI_CPU_KERNELS=0"
+    for value in ("0", "off", "False"):
+        monkeypatch.setenv(cpu_kernels.SWITCH_ENV, value)
+        assert not cpu_kernels.usable(torch.zeros(1))
+        assert cpu_kernels.status() == f"off: AMT_VFI_CPU_KERNELS={value}"
 
 
 @needs_kernels
@@ -98,6 +99,10 @@ def test_kernels_refuse_tensors_they_would_misread() -> None:
         cpu_kernels.compose(
             torch.rand(2, 3, 8, 8), torch.rand(1, 16, 8, 8), torch.rand(2, 1, 2, 4, 4), torch.rand(1), 3
         )
+    with pytest.raises(ValueError, match="a prediction of size 1x8"):  # no half-resolution row to upsample
+        cpu_kernels.compose(
+            torch.rand(2, 3, 1, 8), torch.rand(1, 24, 1, 8), torch.rand(2, 1, 2, 0, 4), torch.rand(1), 3
+        )
 
 
 @needs_kernels
@@ -124,7 +129,7 @@ def test_fused_decode_equals_the_pytorch_decode(variant: str, monkeypatch: pytes
 
 
 @needs_kernels
-def test_fused_correlation_is_written_for_the_next_convolution() -> None:
+def test_fused_correlation_is_written_for_the_next_convolution(monkeypatch: pytest.MonkeyPatch) -> None:
     from amt_vfi.network.correlation import WindowCorrelation
 
     generator = torch.Generator().manual_seed(6)
@@ -133,6 +138,12 @@ def test_fused_correlation_is_written_for_the_next_convolution() -> None:
     lookup = WindowCorrelation(fmap0, fmap1, volume_levels=2)
     fused = lookup(*centres)
     assert fused.is_contiguous(memory_format=torch.channels_last)  # what the update blocks' 1x1 convolution reads
+    # Any number of queries: query q belongs to pair q % pairs.
+    pairs = WindowCorrelation(torch.cat([fmap0, fmap1]), torch.cat([fmap1, fmap0]), volume_levels=2)
+    three = torch.rand(2, 3, 2, 12, 20, generator=generator) * 24 - 2
+    fused_three = pairs(*three)
+    monkeypatch.setenv(cpu_kernels.SWITCH_ENV, "0")
+    assert (fused_three - pairs(*three)).abs().max() <= 1e-5
     with pytest.raises(ValueError, match="an output of shape"):
         cpu_kernels.correlation(
             torch.stack(list(centres)), 1, [lookup.sources] * 8, [False] * 4, lookup.sources, torch.empty(2, 8, 12, 20)

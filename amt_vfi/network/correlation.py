@@ -291,12 +291,13 @@ class WindowCorrelation:
 
     def _fused_lookup(self, centres: torch.Tensor) -> torch.Tensor:
         """The CPU kernel's lookup, written straight into the channels-last layout of the next convolution."""
-        tables: list[torch.Tensor] = [self.sources] * (2 * LEVELS)
-        precomputed = [False] * LEVELS
-        for group in self.groups:
-            for index, level in enumerate(group.levels):
-                tables[2 * level : 2 * level + 2] = group.parts[2 * index : 2 * index + 2]
-                precomputed[level] = group.precomputed
+        parts = {
+            level: (group.parts[2 * index : 2 * index + 2], group.precomputed)
+            for group in self.groups
+            for index, level in enumerate(group.levels)
+        }
+        tables = [table for level in range(LEVELS) for table in parts[level][0]]
+        precomputed = [parts[level][1] for level in range(LEVELS)]
         shape = (centres.shape[1], 2 * LEVELS * WINDOW * WINDOW, self.h, self.w)
         out = torch.empty(shape, dtype=torch.float32, memory_format=torch.channels_last)
         cpu_kernels.correlation(centres, self.batch, tables, precomputed, self.sources, out)

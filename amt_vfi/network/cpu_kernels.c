@@ -3,6 +3,7 @@
  * instead of a chain of PyTorch operations. Tensors come as a base pointer plus element strides in
  * PyTorch's dimension order, so any memory layout works; rows are shared out over PyTorch's own OpenMP
  * threads. */
+#include <math.h>
 #include <stdint.h>
 
 /* A sample position clamped to [0, last]: edge replication. NaN gives 0, never an address outside. */
@@ -158,7 +159,7 @@ static inline Window window_at(float centre_x, float centre_y, int64_t level, in
     /* Clamped far outside (NaN to the near side), so the integers stay in range. */
     x = x > -far ? (x < (float)level_w + far ? x : (float)level_w + far) : -far;
     y = y > -far ? (y < (float)level_h + far ? y : (float)level_h + far) : -far;
-    int64_t x0 = (int64_t)(x + far) - (int64_t)far, y0 = (int64_t)(y + far) - (int64_t)far; /* floor */
+    int64_t x0 = (int64_t)floorf(x), y0 = (int64_t)floorf(y);
     Window w = {x0 - 3, y0 - 3, x - (float)x0, y - (float)y0};
     return w;
 }

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -49,13 +50,17 @@ _SIGNATURES = {
 
 
 def _cpu_identity() -> bytes:
-    """The CPU's feature flags: `-march=native` code built on one machine may not run on another that
-    shares the cache folder."""
+    """The CPU's feature flags (else its whole description, less the clock lines that change from one
+    reading to the next): `-march=native` code built on one machine may not run on another that shares
+    the cache folder."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return platform.processor().encode()
-    return next((line.encode() for line in lines if line.split(":")[0].strip() in ("flags", "Features")), b"")
+    flags = [line for line in lines if line.split(":")[0].strip().lower() in ("flags", "features")]
+    if flags:
+        return flags[0].encode()
+    return "\n".join(line for line in lines if not any(clock in line.lower() for clock in ("mhz", "bogomips"))).encode()
 
 
 def _compiled_library() -> Path:
@@ -81,15 +86,20 @@ def _compiled_library() -> Path:
     return target
 
 
+def _openmp_runtimes() -> set[str]:
+    """The OpenMP runtimes mapped into this process (GNU, LLVM, Intel)."""
+    mapped = Path("/proc/self/maps").read_text()
+    return set(re.findall(r"\S*/lib(?:gomp|omp|iomp5)[^/\s]*\.so[^/\s]*", mapped))
+
+
 def _unsupported_reason() -> str | None:
     if not sys.platform.startswith("linux"):
         return f"built only on Linux, not {sys.platform}"
     try:
-        mapped = Path("/proc/self/maps").read_text()
+        runtimes = _openmp_runtimes()
     except OSError as error:
         return f"cannot tell which OpenMP runtime PyTorch uses ({error})"
-    if "libgomp" not in mapped:
-        # A second OpenMP runtime would start its own threads next to PyTorch's.
+    if not any("libgomp" in path for path in runtimes):
         return "PyTorch does not use GNU OpenMP (libgomp) here"
     return None
 
@@ -102,11 +112,11 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         try:
             with _build_lock:
                 path = _compiled_library()
-                try:
-                    library = ctypes.CDLL(str(path))
-                except OSError:  # a damaged file in the cache: built again, once
-                    path.unlink(missing_ok=True)
-                    library = ctypes.CDLL(str(_compiled_library()))
+                if not path.read_bytes().startswith(b"\x7fELF"):  # damaged in the cache: built again
+                    path.unlink()
+                    path = _compiled_library()
+            before = _openmp_runtimes()
+            library = ctypes.CDLL(str(path))
             for name, arguments in _SIGNATURES.items():
                 getattr(library, name).argtypes = arguments
         except subprocess.CalledProcessError as error:
@@ -114,22 +124,30 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         except (OSError, AttributeError, subprocess.SubprocessError) as error:
             reason = f"cannot build or load them: {error}"
         else:
-            return library, f"on ({path})"
+            added = _openmp_runtimes() - before
+            if not added:
+                return library, f"on ({path})"
+            # Loaded next to PyTorch's libgomp under another name: two thread pools would compete.
+            reason = f"they would run on a second OpenMP runtime ({', '.join(sorted(added))})"
     _log.info("fused CPU kernels unavailable, %s: using PyTorch operations", reason)
     return None, f"off: {reason}"
 
 
+def _switched_off() -> bool:
+    return os.environ.get(SWITCH_ENV, "").strip().lower() in ("0", "false", "off", "no")
+
+
 def status() -> str:
     """'on (path of the built library)' or 'off: why' (for benchmarks and bug reports)."""
-    if os.environ.get(SWITCH_ENV) == "0":
-        return f"off: {SWITCH_ENV}=0"
+    if _switched_off():
+        return f"off: {SWITCH_ENV}={os.environ[SWITCH_ENV]}"
     return _library()[1]
 
 
 def usable(*tensors: torch.Tensor) -> bool:
     """Whether the kernels can stand in for the PyTorch code on these tensors: float32 on the CPU, no
     gradient wanted (they have no backward pass), not traced by torch.compile, and the library built."""
-    if os.environ.get(SWITCH_ENV) == "0" or is_compiling():
+    if _switched_off() or is_compiling():
         return False
     if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
         return False
@@ -191,6 +209,7 @@ def compose(
     batch, _, height, width = prediction.shape
     _check(prediction.shape[1] == 8 * fields, f"{prediction.shape[1]} predicted channels for {fields} fields")
     _check(frames.shape == (2 * batch, 3, height, width), f"frames of shape {tuple(frames.shape)}")
+    _check(height % 2 == 0 and width % 2 == 0 and height * width > 0, f"a prediction of size {height}x{width}")
     _check(coarse.shape == (2, batch, 2, height // 2, width // 2), f"coarse flows of shape {tuple(coarse.shape)}")
     mean = mean.reshape(-1).contiguous()
     _check(mean.numel() == batch, f"{mean.numel()} means for {batch} frames")
@@ -242,7 +261,9 @@ def correlation(
         centres.is_contiguous() and centres.shape[0] == centres.shape[2] == 2,
         f"centres of shape {tuple(centres.shape)}",
     )
-    _check(queries % batch == 0 and sources.shape[0] == 2 * batch * pixels, f"{batch} samples of {pixels} pixels")
+    _check(
+        sources.shape[0] == 2 * batch * pixels, f"{sources.shape[0]} source rows for {batch} samples of {pixels} pixels"
+    )
     _check(sources.is_contiguous(), "source rows that are not contiguous")
     _check(out.shape == (queries, 2 * levels * 49, height, width), f"an output of shape {tuple(out.shape)}")
     _check(len(tables) == 2 * levels, f"{len(tables)} tables for {levels} levels")

@@ -84,13 +84,19 @@ class MultiFieldDecoder(nn.Module):
         and t->1 (2n), mask logits (n), RGB residuals (3n)."""
         return self.convblock(_warped_inputs(feature, context, flow0, flow1, self.mps_safe))
 
+    def split(
+        self, prediction: torch.Tensor, flow0: torch.Tensor, flow1: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The flows t->0 and t->1 (the corrected upsampled `flow0` and `flow1`), masks and residuals of
+        a prediction, as new tensors: the large prediction can be freed once they are made."""
+        n = self.fields
+        flows0 = prediction[:, 0 : 2 * n].float() + upsample_flow(flow0).repeat(1, n, 1, 1)
+        flows1 = prediction[:, 2 * n : 4 * n].float() + upsample_flow(flow1).repeat(1, n, 1, 1)
+        masks = torch.sigmoid(prediction[:, 4 * n : 5 * n])
+        residuals = prediction[:, 5 * n :].clone()
+        return flows0, flows1, masks, residuals
+
     def forward(
         self, feature: torch.Tensor, context: torch.Tensor, flow0: torch.Tensor, flow1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        n = self.fields
-        out = self.predict(feature, context, flow0, flow1)
-        flows0 = out[:, 0 : 2 * n].float() + upsample_flow(flow0).repeat(1, n, 1, 1)
-        flows1 = out[:, 2 * n : 4 * n].float() + upsample_flow(flow1).repeat(1, n, 1, 1)
-        masks = torch.sigmoid(out[:, 4 * n : 5 * n])
-        residuals = out[:, 5 * n :].clone()  # a copy, so the large `out` is freed on return
-        return flows0, flows1, masks, residuals
+        return self.split(self.predict(feature, context, flow0, flow1), flow0, flow1)

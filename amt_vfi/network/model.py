@@ -237,11 +237,12 @@ class AMT(nn.Module):
                 flow1 = flow1 + delta_motion[:, 2:4]
             if step < len(decoders):
                 flow0, flow1, feature = decoders[step](feature, context[2 - step], flow0, flow1)
-        if pair.scale_factor == 1.0 and not self._mps_safe and cpu_kernels.usable(feature, flow0, flow1):
-            prediction = self.decoder1.predict(feature, context[0], flow0, flow1)
+        prediction = self.decoder1.predict(feature, context[0], flow0, flow1)
+        if pair.scale_factor == 1.0 and cpu_kernels.usable(prediction, flow0, flow1):
             return self._compose_fused(tiled, prediction, flow0, flow1)
-        flows0, flows1, masks, residuals = self.decoder1(feature, context[0], flow0, flow1)
-        return self._compose(tiled, flows0, flows1, masks, residuals)
+        fields = self.decoder1.split(prediction, flow0, flow1)
+        del prediction  # freed before the composition's full-resolution temporaries
+        return self._compose(tiled, *fields)
 
     def _compose(
         self,
