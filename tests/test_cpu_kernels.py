@@ -156,3 +156,21 @@ def test_a_damaged_library_in_the_cache_is_built_again(rebuilt: Path) -> None:
     built.write_bytes(b"not a shared library")
     assert cpu_kernels.status() == f"on ({built})"
     assert built.read_bytes().startswith(b"\x7fELF")
+
+
+@needs_kernels
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_prelu_in_place_equals_prelu(layout: torch.memory_format) -> None:
+    from amt_vfi.network.layers import PReLUInPlace
+
+    layer = PReLUInPlace(5)
+    with torch.no_grad():
+        layer.weight.copy_(torch.linspace(-0.5, 0.5, 5))
+    x = torch.randn(2, 5, 3, 7, generator=torch.Generator().manual_seed(8)).contiguous(memory_format=layout)
+    expected = torch.nn.functional.prelu(x, layer.weight.detach())
+    with torch.inference_mode():
+        result = layer(x)
+    assert result.data_ptr() == x.data_ptr() and torch.equal(result, expected)  # in place, same numbers
+    trained = x.clone().requires_grad_()
+    layer(trained).sum().backward()  # with gradients wanted it is PyTorch's PReLU, input untouched
+    assert trained.grad is not None and layer.weight.grad is not None

@@ -68,6 +68,31 @@ void amt_warp(const float *image, const int64_t *image_strides, int64_t images, 
     }
 }
 
+/* out = PReLU(x) with one slope per channel, for B x C x H x W (out may be x itself). */
+void amt_prelu(const float *x, const int64_t *x_strides, float *out, const int64_t *out_strides, const float *slopes,
+               int64_t batch, int64_t channels, int64_t height, int64_t width, int threads) {
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        for (int64_t y = 0; y < height; y++) {
+            const float *row = x + b * x_strides[0] + y * x_strides[2];
+            float *out_row = out + b * out_strides[0] + y * out_strides[2];
+            for (int64_t i = 0; i < width; i++) {
+                const float *p = row + i * x_strides[3];
+                float *o = out_row + i * out_strides[3];
+                if (x_strides[1] == 1 && out_strides[1] == 1) { /* channels last: a vector loop */
+#pragma omp simd
+                    for (int64_t c = 0; c < channels; c++) o[c] = p[c] > 0.0f ? p[c] : slopes[c] * p[c];
+                } else {
+                    for (int64_t c = 0; c < channels; c++) {
+                        float value = p[c * x_strides[1]];
+                        o[c * out_strides[1]] = value > 0.0f ? value : slopes[c] * value;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /* One coordinate of the 2x bilinear upsampling with half-pixel centres (PyTorch's align_corners=False). */
 static inline void upsampled_at(int64_t position, int64_t size, int64_t *low, int64_t *high, float *weight) {
     float source = ((float)position + 0.5f) * 0.5f - 0.5f;

@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 
 from ..user_dirs import user_cache_dir
-from .layers import is_compiling
 
 SWITCH_ENV = "AMT_VFI_CPU_KERNELS"
+is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch < 2.3 has none
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 COMPILE_TIMEOUT_SECONDS = 120
@@ -45,6 +45,7 @@ _SIGNATURES = {
     + [_INDEX] * 4
     + [_POINTER] * 4
     + [_THREADS],
+    "amt_prelu": [_POINTER, _POINTER, _POINTER, _POINTER, _POINTER] + [_INDEX] * 4 + [_THREADS],
     "amt_correlation": [_POINTER] + [_INDEX] * 5 + [_POINTER] * 3 + [_POINTER, _INDEX, _POINTER, _POINTER, _THREADS],
 }
 
@@ -194,6 +195,18 @@ def warp(image: torch.Tensor, flow: torch.Tensor, out: torch.Tensor) -> None:
         _strides(out),
         torch.get_num_threads(),
     )
+
+
+def prelu_(x: torch.Tensor, slopes: torch.Tensor) -> torch.Tensor:
+    """PReLU with one slope per channel, in place on `x` (B x C x H x W), which is returned."""
+    _check_float32_cpu(x, slopes)
+    _check(x.dim() == 4 and slopes.numel() == x.shape[1], f"{slopes.numel()} slopes for a {tuple(x.shape)} tensor")
+    slopes = slopes.detach().contiguous()
+    library, _ = _library()
+    library.amt_prelu(
+        x.data_ptr(), _strides(x), x.data_ptr(), _strides(x), slopes.data_ptr(), *x.shape, torch.get_num_threads()
+    )
+    return x
 
 
 def compose(

@@ -14,7 +14,7 @@ from . import cpu_kernels
 from .correlation import CorrelationMode, WindowCorrelation, build_correlation
 from .decoders import InitialDecoder, MultiFieldDecoder, RefiningDecoder
 from .encoders import ContextPyramid, CorrelationFeatureEncoder, bottleneck_block, residual_block
-from .layers import conv, in_row_bands, resize, warp
+from .layers import PReLUInPlace, conv, in_row_bands, resize, warp
 from .update import UpdateBlock
 from .variants import VariantSpec
 
@@ -127,7 +127,9 @@ class AMT(nn.Module):
             self.update2 = UpdateBlock(c0, spec.update, rescale=4)
         fields3 = 3 * spec.fields
         self.comb_block = nn.Sequential(
-            conv(fields3, 2 * fields3, spec.comb_kernel), nn.PReLU(2 * fields3), conv(2 * fields3, 3, spec.comb_kernel)
+            conv(fields3, 2 * fields3, spec.comb_kernel),
+            PReLUInPlace(2 * fields3),
+            conv(2 * fields3, 3, spec.comb_kernel),
         )
         self.correlation_mode: CorrelationMode = "auto"
         self.correlation_budget_bytes = 1 << 30
