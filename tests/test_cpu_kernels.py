@@ -99,9 +99,9 @@ def test_kernels_refuse_tensors_they_would_misread() -> None:
         cpu_kernels.compose(
             torch.rand(2, 3, 8, 8), torch.rand(1, 16, 8, 8), torch.rand(2, 1, 2, 4, 4), torch.rand(1), 3
         )
-    with pytest.raises(ValueError, match="a prediction of size 1x8"):  # no half-resolution row to upsample
+    with pytest.raises(ValueError, match="a prediction of 1x5 windows"):  # no output row, nothing to upsample
         cpu_kernels.compose(
-            torch.rand(2, 3, 1, 8), torch.rand(1, 24, 1, 8), torch.rand(2, 1, 2, 0, 4), torch.rand(1), 3
+            torch.rand(2, 3, 0, 8), torch.rand(1, 96, 1, 5), torch.rand(2, 1, 2, 0, 4), torch.rand(1), 3
         )
 
 

@@ -341,3 +341,20 @@ def test_side_channels_refined_in_place_keep_autograd_working() -> None:
     with torch.inference_mode():
         channels_last = x.detach().contiguous(memory_format=torch.channels_last)
         assert (block(channels_last) - expected).abs().max() <= 1e-6
+
+
+def test_decoder1_phases_interleave_to_its_transposed_convolution() -> None:
+    decoder = AMT(VARIANTS["amt-l"]).decoder1.eval()  # 5 flow fields
+    generator = torch.Generator().manual_seed(9)
+    feature = torch.randn(2, decoder.convblock[0][0].in_channels - 2 * 44 - 4, 8, 12, generator=generator)
+    context = torch.randn(4, 44, 8, 12, generator=generator)
+    flow0, flow1 = torch.randn(2, 2, 2, 8, 12, generator=generator)
+    with torch.inference_mode():
+        expected = decoder.predict(feature, context, flow0, flow1)
+        phases = decoder.predict_phases(feature, context, flow0, flow1)
+        assert phases.shape == (2, 4 * 40, 9, 13)
+        interleaved = torch.nn.functional.pixel_shuffle(phases, 2)[..., 1:-1, 1:-1]
+        assert (interleaved - expected).abs().max() <= 1e-5
+        decoder.load_state_dict({key: value * 0.5 for key, value in decoder.state_dict().items()})
+        changed = torch.nn.functional.pixel_shuffle(decoder.predict_phases(feature, context, flow0, flow1), 2)
+    assert (changed[..., 1:-1, 1:-1] - decoder.predict(feature, context, flow0, flow1)).abs().max() <= 1e-5

@@ -104,7 +104,9 @@ static inline void upsampled_at(int64_t position, int64_t size, int64_t *low, in
 
 /* The candidate frames of the multi-field decoder and their average.
  * frames: 2B x 3 x H x W, mean removed (frame 0 of pair b at b, frame 1 at B + b);
- * prediction: B x 8n x H x W: flow corrections t->0 (2n), t->1 (2n), masks after the sigmoid (n), residuals (3n);
+ * prediction: B x 8n x H x W: flow corrections t->0 (2n), t->1 (2n), masks after the sigmoid (n), residuals (3n),
+ *   given in phases (MultiFieldDecoder.predict_phases): B x 4*8n x (h+1) x (w+1), channel c of output pixel
+ *   (Y, X) at channel 4c + 2*((Y+1)&1) + ((X+1)&1) of window ((Y+1)>>1, (X+1)>>1);
  * coarse: 2 x B x 2 x h x w, the flows t->0 and t->1 at half resolution that the corrections refine once
  *   upsampled and doubled; mean: B;
  * candidates: B x n x 3 x H x W, field k = frame 1 warped + mask * (frame 0 warped - frame 1 warped)
@@ -115,7 +117,7 @@ void amt_compose(const float *frames, const int64_t *frame_strides, const float 
                  int64_t height, int64_t width, float *candidates, const int64_t *candidate_strides, float *average,
                  const int64_t *average_strides, int threads) {
     const float last_x = (float)(width - 1), last_y = (float)(height - 1);
-    const int64_t channel = prediction_strides[1];
+    const int64_t channel = 4 * prediction_strides[1]; /* between channels of one phase */
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
     for (int64_t b = 0; b < batch; b++) {
         for (int64_t y = 0; y < height; y++) {
@@ -123,7 +125,8 @@ void amt_compose(const float *frames, const int64_t *frame_strides, const float 
             float down;
             upsampled_at(y, coarse_height, &top, &bottom, &down);
             const float *pair_frames[2] = {frames + b * frame_strides[0], frames + (batch + b) * frame_strides[0]};
-            const float *row = prediction + b * prediction_strides[0] + y * prediction_strides[2];
+            const float *row = prediction + b * prediction_strides[0] + ((y + 1) >> 1) * prediction_strides[2] +
+                               2 * ((y + 1) & 1) * prediction_strides[1];
             for (int64_t x = 0; x < width; x++) {
                 int64_t left, right;
                 float across;
@@ -141,7 +144,7 @@ void amt_compose(const float *frames, const int64_t *frame_strides, const float 
                         coarse_flow[d][axis] = 2.0f * ((1.0f - down) * above + down * below);
                     }
                 }
-                const float *here = row + x * prediction_strides[3];
+                const float *here = row + ((x + 1) >> 1) * prediction_strides[3] + ((x + 1) & 1) * prediction_strides[1];
                 float total[3] = {0.0f, 0.0f, 0.0f};
                 for (int64_t k = 0; k < fields; k++) {
                     float warped[2][3];

@@ -210,30 +210,31 @@ def prelu_(x: torch.Tensor, slopes: torch.Tensor) -> torch.Tensor:
 
 
 def compose(
-    frames: torch.Tensor, prediction: torch.Tensor, coarse: torch.Tensor, mean: torch.Tensor, fields: int
+    frames: torch.Tensor, phases: torch.Tensor, coarse: torch.Tensor, mean: torch.Tensor, fields: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The candidate frames (B x n x 3 x H x W) of the multi-field prediction, and their average.
 
-    frames: 2B x 3 x H x W, mean removed; prediction: B x 8n x H x W with the masks already through the
-    sigmoid; coarse: 2 x B x 2 x H/2 x W/2, the flows t->0 and t->1 that the predicted ones correct;
-    mean: B values.
+    frames: 2B x 3 x H x W, mean removed; phases: the prediction as `MultiFieldDecoder.predict_phases`
+    gives it (B x 4*8n x H/2+1 x W/2+1) with the masks already through the sigmoid; coarse:
+    2 x B x 2 x H/2 x W/2, the flows t->0 and t->1 that the predicted ones correct; mean: B values.
     """
-    _check_float32_cpu(frames, prediction, coarse, mean)
-    batch, _, height, width = prediction.shape
-    _check(prediction.shape[1] == 8 * fields, f"{prediction.shape[1]} predicted channels for {fields} fields")
+    _check_float32_cpu(frames, phases, coarse, mean)
+    batch, channels, windows_y, windows_x = phases.shape
+    _check(channels == 32 * fields, f"{channels} predicted channels for {fields} fields")
+    height, width = 2 * (windows_y - 1), 2 * (windows_x - 1)
+    _check(height > 0 and width > 0, f"a prediction of {windows_y}x{windows_x} windows")
     _check(frames.shape == (2 * batch, 3, height, width), f"frames of shape {tuple(frames.shape)}")
-    _check(height % 2 == 0 and width % 2 == 0 and height * width > 0, f"a prediction of size {height}x{width}")
     _check(coarse.shape == (2, batch, 2, height // 2, width // 2), f"coarse flows of shape {tuple(coarse.shape)}")
     mean = mean.reshape(-1).contiguous()
     _check(mean.numel() == batch, f"{mean.numel()} means for {batch} frames")
-    candidates = prediction.new_empty(batch, fields, 3, height, width)
-    average = prediction.new_empty(batch, 3, height, width)
+    candidates = phases.new_empty(batch, fields, 3, height, width)
+    average = phases.new_empty(batch, 3, height, width)
     library, _ = _library()
     library.amt_compose(
         frames.data_ptr(),
         _strides(frames),
-        prediction.data_ptr(),
-        _strides(prediction),
+        phases.data_ptr(),
+        _strides(phases),
         coarse.data_ptr(),
         _strides(coarse),
         coarse.shape[-2],

@@ -239,9 +239,11 @@ class AMT(nn.Module):
                 flow1 = flow1 + delta_motion[:, 2:4]
             if step < len(decoders):
                 flow0, flow1, feature = decoders[step](feature, context[2 - step], flow0, flow1)
+        if pair.scale_factor == 1.0 and cpu_kernels.usable(feature, flow0, flow1, *self.decoder1.parameters()):
+            return self._compose_fused(
+                tiled, self.decoder1.predict_phases(feature, context[0], flow0, flow1), flow0, flow1
+            )
         prediction = self.decoder1.predict(feature, context[0], flow0, flow1)
-        if pair.scale_factor == 1.0 and cpu_kernels.usable(prediction, flow0, flow1):
-            return self._compose_fused(tiled, prediction, flow0, flow1)
         fields = self.decoder1.split(prediction, flow0, flow1)
         del prediction  # freed before the composition's full-resolution temporaries
         return self._compose(tiled, *fields)
@@ -276,13 +278,14 @@ class AMT(nn.Module):
         return self._corrected(candidates, candidates.mean(dim=1))
 
     def _compose_fused(
-        self, features: PairFeatures, prediction: torch.Tensor, flow0: torch.Tensor, flow1: torch.Tensor
+        self, features: PairFeatures, phases: torch.Tensor, flow0: torch.Tensor, flow1: torch.Tensor
     ) -> torch.Tensor:
-        """`_compose` in one pass of the CPU kernel, from decoder1's prediction and the flows it corrects."""
+        """`_compose` in one pass of the CPU kernel, from decoder1's prediction (in phases) and the flows it
+        corrects."""
         fields = self.spec.fields
-        prediction[:, 4 * fields : 5 * fields].sigmoid_()  # mask logits -> masks
+        phases[:, 4 * 4 * fields : 4 * 5 * fields].sigmoid_()  # mask logits -> masks (4 phases per channel)
         coarse = torch.stack([flow0, flow1])
-        candidates, average = cpu_kernels.compose(features.frames, prediction, coarse, features.mean, fields)
+        candidates, average = cpu_kernels.compose(features.frames, phases, coarse, features.mean, fields)
         return self._corrected(candidates, average)
 
     def _corrected(self, candidates: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
