@@ -212,7 +212,8 @@ def prelu_(x: torch.Tensor, slopes: torch.Tensor) -> torch.Tensor:
 def compose(
     frames: torch.Tensor, phases: torch.Tensor, coarse: torch.Tensor, mean: torch.Tensor, fields: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The candidate frames (B x n x 3 x H x W) of the multi-field prediction, and their average.
+    """The candidate frames (B x n x 3 x H x W, stored channels-last as B x 3n x H x W) of the multi-field
+    prediction, and their average.
 
     frames: 2B x 3 x H x W, mean removed; phases: the prediction as `MultiFieldDecoder.predict_phases`
     gives it (B x 4*8n x H/2+1 x W/2+1) with the masks already through the sigmoid; coarse:
@@ -227,7 +228,10 @@ def compose(
     _check(coarse.shape == (2, batch, 2, height // 2, width // 2), f"coarse flows of shape {tuple(coarse.shape)}")
     mean = mean.reshape(-1).contiguous()
     _check(mean.numel() == batch, f"{mean.numel()} means for {batch} frames")
-    candidates = phases.new_empty(batch, fields, 3, height, width)
+    # Channels last (the fields' colours innermost): comb_block's first convolution reads that layout twice
+    # as fast as channels-first.
+    stacked = torch.empty((batch, 3 * fields, height, width), memory_format=torch.channels_last)
+    candidates = stacked.view(batch, fields, 3, height, width)
     average = phases.new_empty(batch, 3, height, width)
     library, _ = _library()
     library.amt_compose(
