@@ -146,7 +146,12 @@ def test_fused_correlation_is_written_for_the_next_convolution(monkeypatch: pyte
     assert (fused_three - pairs(*three)).abs().max() <= 1e-5
     with pytest.raises(ValueError, match="an output of shape"):
         cpu_kernels.correlation(
-            torch.stack(list(centres)), 1, [lookup.sources] * 8, [False] * 4, lookup.sources, torch.empty(2, 8, 12, 20)
+            torch.stack(list(centres)),
+            1,
+            [lookup.sources] * 8,
+            [cpu_kernels.ON_DEMAND] * 8,
+            lookup.sources,
+            torch.empty(2, 8, 12, 20),
         )
 
 
@@ -174,3 +179,19 @@ def test_prelu_in_place_equals_prelu(layout: torch.memory_format) -> None:
     trained = x.clone().requires_grad_()
     layer(trained).sum().backward()  # with gradients wanted it is PyTorch's PReLU, input untouched
     assert trained.grad is not None and layer.weight.grad is not None
+
+
+@needs_kernels
+def test_level0_read_transposed_serves_a_later_pytorch_lookup_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from amt_vfi.network.correlation import WindowCorrelation
+
+    generator = torch.Generator().manual_seed(10)
+    fmap0, fmap1 = torch.randn(2, 2, 16, 10, 14, generator=generator)
+    centres = torch.rand(2, 4, 2, 10, 14, generator=generator) * 18 - 2
+    lookup = WindowCorrelation(fmap0, fmap1, volume_levels=4)  # built for the kernel: one level-0 GEMM
+    fused = lookup(*centres)
+    monkeypatch.setenv(cpu_kernels.SWITCH_ENV, "0")
+    plain = lookup(*centres)  # the PyTorch lookup fills the left-out volume first
+    reference = WindowCorrelation(fmap0, fmap1, volume_levels=4)(*centres)  # built without the kernel
+    assert (plain - reference).abs().max() <= 1e-6
+    assert (fused - reference).abs().max() <= 1e-5

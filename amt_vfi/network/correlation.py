@@ -154,6 +154,9 @@ class WindowCorrelation:
                 levels.append(F.avg_pool2d(levels[-1], 2, stride=2))
         split = LEVELS - volume_levels
         on_demand, precomputed = list(range(split)), list(range(split, LEVELS))
+        # The CPU kernel reads direction 1's level-0 volume as direction 0's, transposed: one GEMM less.
+        # The PyTorch lookup copies the transpose in first, should it run instead.
+        self._level0_transposed = 0 in precomputed and cpu_kernels.usable(fmap0, fmap1)
         self.groups = []
         if on_demand:
             self.groups.append(self._group(on_demand, pooled, self._row_table(on_demand, pooled), False))
@@ -182,10 +185,19 @@ class WindowCorrelation:
         sources = [x.to(dtype).flatten(2).transpose(1, 2) for x in scaled]
         offset = SPAN
         for (level, d), size in zip(parts, lengths, strict=True):
-            target = pooled[d][level].to(dtype).flatten(2)
-            torch.bmm(sources[d], target, out=table[offset : offset + size].view(self.batch, pixels, -1))
+            if not (self._level0_transposed and (level, d) == (0, 1)):
+                target = pooled[d][level].to(dtype).flatten(2)
+                torch.bmm(sources[d], target, out=table[offset : offset + size].view(self.batch, pixels, -1))
             offset += size
         return table, lengths
+
+    def _transpose_level0(self) -> None:
+        """Fill direction 1's level-0 volume, left out for the CPU kernel, for the PyTorch lookup."""
+        if self._level0_transposed:
+            group = next(group for group in self.groups if group.precomputed)
+            shape = (self.batch, self.h * self.w, self.h * self.w)
+            group.parts[1].view(shape).copy_(group.parts[0].view(shape).transpose(1, 2))
+            self._level0_transposed = False
 
     @staticmethod
     def _group(
@@ -275,6 +287,7 @@ class WindowCorrelation:
         frame-1 sources at `centres_bwd` in frame 0 (both N x 2 x h x w, x first, pixels)."""
         if cpu_kernels.usable(centres_fwd, centres_bwd, self.sources):
             return self._fused_lookup(torch.stack([centres_fwd, centres_bwd]).contiguous())
+        self._transpose_level0()
         queries, pixels = centres_fwd.shape[0], self.h * self.w
         centres = torch.stack([centres_fwd, centres_bwd]).float().nan_to_num(nan=-1e4).flatten(3)
         out = centres.new_empty(queries, 2, LEVELS, WINDOW, WINDOW, pixels)  # channel 7a + b: x offset a
@@ -291,16 +304,15 @@ class WindowCorrelation:
 
     def _fused_lookup(self, centres: torch.Tensor) -> torch.Tensor:
         """The CPU kernel's lookup, written straight into the channels-last layout of the next convolution."""
-        parts = {
-            level: (group.parts[2 * index : 2 * index + 2], group.precomputed)
-            for group in self.groups
-            for index, level in enumerate(group.levels)
-        }
-        tables = [table for level in range(LEVELS) for table in parts[level][0]]
-        precomputed = [parts[level][1] for level in range(LEVELS)]
+        tables, modes = [], []
+        for group in sorted(self.groups, key=lambda group: group.levels[0]):
+            tables += group.parts
+            modes += [cpu_kernels.VOLUME if group.precomputed else cpu_kernels.ON_DEMAND] * len(group.parts)
+        if self._level0_transposed:
+            tables[1], modes[1] = tables[0], cpu_kernels.TRANSPOSED
         shape = (centres.shape[1], 2 * LEVELS * WINDOW * WINDOW, self.h, self.w)
         out = torch.empty(shape, dtype=torch.float32, memory_format=torch.channels_last)
-        cpu_kernels.correlation(centres, self.batch, tables, precomputed, self.sources, out)
+        cpu_kernels.correlation(centres, self.batch, tables, modes, self.sources, out)
         return out
 
 

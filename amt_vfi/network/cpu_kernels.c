@@ -144,7 +144,8 @@ void amt_compose(const float *frames, const int64_t *frame_strides, const float 
                         coarse_flow[d][axis] = 2.0f * ((1.0f - down) * above + down * below);
                     }
                 }
-                const float *here = row + ((x + 1) >> 1) * prediction_strides[3] + ((x + 1) & 1) * prediction_strides[1];
+                const float *here =
+                    row + ((x + 1) >> 1) * prediction_strides[3] + ((x + 1) & 1) * prediction_strides[1];
                 float total[3] = {0.0f, 0.0f, 0.0f};
                 for (int64_t k = 0; k < fields; k++) {
                     float warped[2][3];
@@ -204,10 +205,12 @@ static inline void prefetch_window(const float *volume_row, Window w, int64_t le
     }
 }
 
-/* The 8 x 8 correlations of a window, zero outside the map: read from the source pixel's volume row,
- * or (no volume) dot products of the source row with the pooled target rows. */
-static inline void window_values(float values[8][8], Window w, const float *volume_row, const float *target_rows,
-                                 const float *source, int64_t dim, int64_t level_w, int64_t level_h) {
+/* The 8 x 8 correlations of a window, zero outside the map: read from the source pixel's volume row
+ * (target t at volume_row[t * target_stride]: 1 in a row, or the pixel count when the volume is the other
+ * direction's, read transposed), or (no volume) dot products of the source row with the pooled target rows. */
+static inline void window_values(float values[8][8], Window w, const float *volume_row, int64_t target_stride,
+                                 const float *target_rows, const float *source, int64_t dim, int64_t level_w,
+                                 int64_t level_h) {
     const int inside = w.first_x >= 0 && w.first_y >= 0 && w.first_x + 8 <= level_w && w.first_y + 8 <= level_h;
     for (int64_t j = 0; j < 8; j++) {
         int64_t ty = w.first_y + j;
@@ -216,7 +219,7 @@ static inline void window_values(float values[8][8], Window w, const float *volu
             values[j][i] = 0.0f;
             if (!inside && (ty < 0 || ty >= level_h || tx < 0 || tx >= level_w)) continue;
             if (volume_row != 0) {
-                values[j][i] = volume_row[ty * level_w + tx];
+                values[j][i] = volume_row[(ty * level_w + tx) * target_stride];
             } else {
                 const float *row = target_rows + (ty * level_w + tx) * dim;
                 float dot = 0.0f;
@@ -232,11 +235,14 @@ static inline void window_values(float values[8][8], Window w, const float *volu
  * q % batch) and source pixel p, the correlations around centre (x, y) on every level, sampled bilinearly
  * with zeros outside the level's map, on 7 x 7 offsets (x offset slow): out channel d*196 + L*49 + 7a + b.
  * centres: 2 x queries x 2 x pixels (x first, level-0 pixels); sizes: levels x (height, width);
- * tables[2L + d]: level L, direction d: a volume (batch x pixels x h_L*w_L, already scaled) where
- * precomputed[L], else the pooled target features (batch x h_L*w_L x dim rows) that the scaled source
- * rows (2 x batch x pixels x dim) are dotted with; out: queries x (2 * levels * 49) x height x width. */
+ * tables[2L + d], by modes[2L + d]: VOLUME, a volume (batch x pixels x h_L*w_L, already scaled);
+ * TRANSPOSED (level 0 only), the other direction's level-0 volume, read as its transpose; ON_DEMAND, the
+ * pooled target features (batch x h_L*w_L x dim rows) that the scaled source rows (2 x batch x pixels x
+ * dim) are dotted with; out: queries x (2 * levels * 49) x height x width. */
+enum { ON_DEMAND = 0, VOLUME = 1, TRANSPOSED = 2 };
+
 void amt_correlation(const float *centres, int64_t queries, int64_t batch, int64_t height, int64_t width,
-                     int64_t levels, const int64_t *sizes, const float *const *tables, const int32_t *precomputed,
+                     int64_t levels, const int64_t *sizes, const float *const *tables, const int32_t *modes,
                      const float *sources, int64_t dim, float *out, const int64_t *out_strides, int threads) {
     const int64_t pixels = height * width, channel_stride = out_strides[1];
 #pragma omp parallel for collapse(3) num_threads(threads) schedule(static)
@@ -254,14 +260,19 @@ void amt_correlation(const float *centres, int64_t queries, int64_t batch, int64
                         const int64_t level_h = sizes[2 * level], level_w = sizes[2 * level + 1];
                         const int64_t area = level_h * level_w;
                         const float *table = tables[2 * level + d];
-                        const float *volume_row = precomputed[level] ? table + (b * pixels + p) * area : 0;
-                        if (volume_row != 0 && x + 1 < width)
+                        const int32_t mode = modes[2 * level + d];
+                        /* Transposed, neighbouring pixels read neighbouring columns: the caches serve them. */
+                        const float *volume_row = mode == VOLUME       ? table + (b * pixels + p) * area
+                                                  : mode == TRANSPOSED ? table + b * pixels * pixels + p
+                                                                       : 0;
+                        if (mode == VOLUME && x + 1 < width)
                             prefetch_window(volume_row + area,
                                             window_at(centre_x[p + 1], centre_y[p + 1], level, level_w, level_h),
                                             level_w, level_h);
                         Window w = window_at(centre_x[p], centre_y[p], level, level_w, level_h);
                         float values[8][8], along_x[8][7], window[49];
-                        window_values(values, w, volume_row, table + b * area * dim, source, dim, level_w, level_h);
+                        window_values(values, w, volume_row, mode == TRANSPOSED ? pixels : 1, table + b * area * dim,
+                                      source, dim, level_w, level_h);
                         for (int j = 0; j < 8; j++)
                             for (int a = 0; a < 7; a++)
                                 along_x[j][a] = (1.0f - w.fx) * values[j][a] + w.fx * values[j][a + 1];

@@ -257,23 +257,27 @@ def compose(
     return candidates, average
 
 
+# How the correlation kernel reads a table (one per level and direction).
+ON_DEMAND, VOLUME, TRANSPOSED = 0, 1, 2
+
+
 def correlation(
     centres: torch.Tensor,
     batch: int,
     tables: list[torch.Tensor],
-    precomputed: list[bool],
+    modes: list[int],
     sources: torch.Tensor,
     out: torch.Tensor,
 ) -> None:
     """Write WindowCorrelation's lookup (see there) into `out` (N x 2*L*49 x h x w).
 
     centres: 2 x N x 2 x h x w (directions, queries, x/y); tables: per level, per direction, the volume
-    (B x h*w x h_l*w_l values) where `precomputed[level]`, else the pooled target rows (B*h_l*w_l x D);
-    sources: the scaled source rows, 2*B*h*w x D.
+    (VOLUME: B x h*w x h_l*w_l values; TRANSPOSED, level 0 only: the other direction's, read transposed) or
+    the pooled target rows (ON_DEMAND: B*h_l*w_l x D); sources: the scaled source rows, 2*B*h*w x D.
     """
     _check_float32_cpu(centres, sources, out, *tables)
     _, queries, _, height, width = centres.shape
-    levels = len(precomputed)
+    levels = len(modes) // 2
     pixels, dim = height * width, sources.shape[1]
     _check(
         centres.is_contiguous() and centres.shape[0] == centres.shape[2] == 2,
@@ -284,11 +288,12 @@ def correlation(
     )
     _check(sources.is_contiguous(), "source rows that are not contiguous")
     _check(out.shape == (queries, 2 * levels * 49, height, width), f"an output of shape {tuple(out.shape)}")
-    _check(len(tables) == 2 * levels, f"{len(tables)} tables for {levels} levels")
+    _check(len(tables) == len(modes) and len(modes) % 2 == 0, f"{len(tables)} tables for {len(modes)} modes")
     sizes = [(height >> level, width >> level) for level in range(levels)]
-    for index, table in enumerate(tables):
+    for index, (table, mode) in enumerate(zip(tables, modes, strict=True)):
         area = sizes[index // 2][0] * sizes[index // 2][1]
-        expected = batch * pixels * area if precomputed[index // 2] else batch * area * dim
+        _check(mode != TRANSPOSED or area == pixels, "a transposed volume for a level other than 0")
+        expected = batch * area * dim if mode == ON_DEMAND else batch * pixels * area
         _check(table.is_contiguous() and table.numel() == expected, f"a table of {table.numel()} values")
     library, _ = _library()
     library.amt_correlation(
@@ -300,7 +305,7 @@ def correlation(
         levels,
         (ctypes.c_int64 * (2 * levels))(*[size for pair in sizes for size in pair]),
         (ctypes.c_void_p * len(tables))(*[table.data_ptr() for table in tables]),
-        (ctypes.c_int32 * levels)(*precomputed),
+        (ctypes.c_int32 * len(modes))(*modes),
         sources.data_ptr(),
         dim,
         out.data_ptr(),
