@@ -56,9 +56,7 @@ void amt_warp(const float *image, const int64_t *image_strides, int64_t images, 
                 const float *p = source + b.offset;
                 float *o = row + x * out_strides[3];
                 if (image_strides[1] == 1 && out_strides[1] == 1) { /* channels last: a vector loop */
-                    for (int64_t c = 0; c < channels; c++)
-                        o[c] = b.w00 * p[c] + b.w01 * p[c + b.step_x] + b.w10 * p[c + b.step_y] +
-                               b.w11 * p[c + b.step_y + b.step_x];
+                    for (int64_t c = 0; c < channels; c++) o[c] = bilinear_value(&b, p + c);
                 } else {
                     for (int64_t c = 0; c < channels; c++)
                         o[c * out_strides[1]] = bilinear_value(&b, p + c * image_strides[1]);
@@ -68,25 +66,22 @@ void amt_warp(const float *image, const int64_t *image_strides, int64_t images, 
     }
 }
 
-/* out = PReLU(x) with one slope per channel, for B x C x H x W (out may be x itself). */
-void amt_prelu(const float *x, const int64_t *x_strides, float *out, const int64_t *out_strides, const float *slopes,
-               int64_t batch, int64_t channels, int64_t height, int64_t width, int threads) {
+static inline float prelu(float value, float slope) { return value > 0.0f ? value : slope * value; }
+
+/* x = PReLU(x) in place, with one slope per channel, for B x C x H x W. */
+void amt_prelu(float *x, const int64_t *strides, const float *slopes, int64_t batch, int64_t channels,
+               int64_t height, int64_t width, int threads) {
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
     for (int64_t b = 0; b < batch; b++) {
         for (int64_t y = 0; y < height; y++) {
-            const float *row = x + b * x_strides[0] + y * x_strides[2];
-            float *out_row = out + b * out_strides[0] + y * out_strides[2];
+            float *row = x + b * strides[0] + y * strides[2];
             for (int64_t i = 0; i < width; i++) {
-                const float *p = row + i * x_strides[3];
-                float *o = out_row + i * out_strides[3];
-                if (x_strides[1] == 1 && out_strides[1] == 1) { /* channels last: a vector loop */
+                float *p = row + i * strides[3];
+                if (strides[1] == 1) { /* channels last: a vector loop */
 #pragma omp simd
-                    for (int64_t c = 0; c < channels; c++) o[c] = p[c] > 0.0f ? p[c] : slopes[c] * p[c];
+                    for (int64_t c = 0; c < channels; c++) p[c] = prelu(p[c], slopes[c]);
                 } else {
-                    for (int64_t c = 0; c < channels; c++) {
-                        float value = p[c * x_strides[1]];
-                        o[c * out_strides[1]] = value > 0.0f ? value : slopes[c] * value;
-                    }
+                    for (int64_t c = 0; c < channels; c++) p[c * strides[1]] = prelu(p[c * strides[1]], slopes[c]);
                 }
             }
         }

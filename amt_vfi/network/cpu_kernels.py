@@ -45,7 +45,7 @@ _SIGNATURES = {
     + [_INDEX] * 4
     + [_POINTER] * 4
     + [_THREADS],
-    "amt_prelu": [_POINTER, _POINTER, _POINTER, _POINTER, _POINTER] + [_INDEX] * 4 + [_THREADS],
+    "amt_prelu": [_POINTER, _POINTER, _POINTER] + [_INDEX] * 4 + [_THREADS],
     "amt_correlation": [_POINTER] + [_INDEX] * 5 + [_POINTER] * 3 + [_POINTER, _INDEX, _POINTER, _POINTER, _THREADS],
 }
 
@@ -203,9 +203,7 @@ def prelu_(x: torch.Tensor, slopes: torch.Tensor) -> torch.Tensor:
     _check(x.dim() == 4 and slopes.numel() == x.shape[1], f"{slopes.numel()} slopes for a {tuple(x.shape)} tensor")
     slopes = slopes.detach().contiguous()
     library, _ = _library()
-    library.amt_prelu(
-        x.data_ptr(), _strides(x), x.data_ptr(), _strides(x), slopes.data_ptr(), *x.shape, torch.get_num_threads()
-    )
+    library.amt_prelu(x.data_ptr(), _strides(x), slopes.data_ptr(), *x.shape, torch.get_num_threads())
     return x
 
 
