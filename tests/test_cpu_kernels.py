@@ -116,15 +116,17 @@ def test_fused_decode_equals_the_pytorch_decode(variant: str, monkeypatch: pytes
     img1 = img0.roll((3, -5), dims=(2, 3)) * 0.8 + img1 * 0.2  # motion, so the flows are not all zero
     embt = torch.tensor([0.25, 0.25, 0.6, 0.6]).view(-1, 1, 1, 1)
     calls = []
-    compose = cpu_kernels.compose
-    monkeypatch.setattr(cpu_kernels, "compose", lambda *args: calls.append(1) or compose(*args))
+    for name in ("compose", "comb", "sigmoid_"):
+        kernel = getattr(cpu_kernels, name)
+        monkeypatch.setattr(
+            cpu_kernels, name, lambda *args, kernel=kernel, name=name: calls.append(name) or kernel(*args)
+        )
     with torch.inference_mode():
         features = model.encode(img0, img1, time_steps=2)
         fused = model.decode(features, embt)
-        assert calls, "the fused composition was not used"
         monkeypatch.setenv(cpu_kernels.SWITCH_ENV, "0")
         plain = model.decode(features, embt)
-    assert len(calls) == 1
+    assert sorted(calls) == ["comb", "compose", "sigmoid_"]  # each once, and none with the switch off
     assert (fused - plain).abs().max() <= 2e-5
 
 
@@ -195,3 +197,63 @@ def test_level0_read_transposed_serves_a_later_pytorch_lookup_too(monkeypatch: p
     reference = WindowCorrelation(fmap0, fmap1, volume_levels=4)(*centres)  # built without the kernel
     assert (plain - reference).abs().max() <= 1e-6
     assert (fused - reference).abs().max() <= 1e-5
+
+
+def _comb_block(channels: int, kernel: int, seed: int) -> torch.nn.Sequential:
+    """A comb_block of AMT's shape (C -> 2C -> 3, 'same' K x K convolutions), random PReLU slopes of both signs."""
+    torch.manual_seed(seed)
+    block = torch.nn.Sequential(
+        torch.nn.Conv2d(channels, 2 * channels, kernel, padding=kernel // 2),
+        torch.nn.PReLU(2 * channels),
+        torch.nn.Conv2d(2 * channels, 3, kernel, padding=kernel // 2),
+    )
+    with torch.no_grad():
+        block[1].weight.uniform_(-0.5, 0.5)
+    return block
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    ("channels", "kernel", "size"),
+    [(9, 3, (37, 45)), (15, 7, (12, 70)), (9, 3, (1, 1)), (15, 7, (2, 3)), (9, 3, (5, 33))],
+)
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_fused_comb_block_equals_the_convolutions(
+    channels: int, kernel: int, size: tuple[int, int], layout: torch.memory_format
+) -> None:
+    block = _comb_block(channels, kernel, seed=channels + size[1])
+    generator = torch.Generator().manual_seed(size[0])
+    candidates = torch.randn(2, channels, *size, generator=generator).contiguous(memory_format=layout)
+    average = torch.rand(2, 3, *size, generator=generator)
+    with torch.inference_mode():
+        expected = (average + block(candidates)).clamp(0.0, 1.0)
+        result = cpu_kernels.comb(candidates, average, block[0], block[1].weight, block[2])
+    assert 0.0 < expected.mean() < 1.0  # both clamps and the values between are exercised
+    assert result.shape == expected.shape and (result - expected).abs().max() <= 1e-5  # float rounding
+
+
+@needs_kernels
+def test_fused_comb_block_refuses_shapes_it_would_misread() -> None:
+    block = _comb_block(4, 3, seed=0)  # 8 hidden channels: not whole groups of the kernel's vector loop
+    with pytest.raises(ValueError, match=r"a first convolution of shape \(8, 4, 3, 3\)"):
+        cpu_kernels.comb(torch.rand(1, 4, 8, 8), torch.rand(1, 3, 8, 8), block[0], block[1].weight, block[2])
+    block = _comb_block(9, 3, seed=0)
+    with pytest.raises(ValueError, match=r"an average of shape \(1, 3, 8, 7\)"):
+        cpu_kernels.comb(torch.rand(1, 9, 8, 8), torch.rand(1, 3, 8, 7), block[0], block[1].weight, block[2])
+
+
+@needs_kernels
+def test_fused_sigmoid_of_a_channel_slice_in_place() -> None:
+    prediction = torch.randn(2, 24, 9, 13, generator=torch.Generator().manual_seed(3)).mul_(10)
+    prediction = prediction.contiguous(memory_format=torch.channels_last)
+    prediction[0, 17, 2, 3] = float("nan")
+    prediction[0, 18, 2, 3:7] = torch.tensor([1e30, -1e30, 95.0, -95.0])
+    original = prediction.clone()
+    masks = prediction[:, 16:20]
+    expected = torch.sigmoid(masks)
+    assert cpu_kernels.sigmoid_(masks).data_ptr() == masks.data_ptr()
+    assert torch.isnan(masks[0, 1, 2, 3]) and torch.isfinite(masks[:, :, :, 4:]).all()
+    assert (masks - expected).nan_to_num().abs().max() <= 2e-7  # also where the logits are huge
+    assert torch.equal(prediction[:, :16], original[:, :16]) and torch.equal(prediction[:, 20:], original[:, 20:])
+    planar = torch.linspace(-30, 30, 2001).view(1, 1, 1, -1)
+    assert (cpu_kernels.sigmoid_(planar.clone()) - torch.sigmoid(planar)).abs().max() <= 2e-7

@@ -1,9 +1,10 @@
-"""Fused CPU kernels for the decoders' warps, the final composition and the correlation lookup,
-compiled on first use.
+"""Fused CPU kernels for the decoders' warps, the final composition, comb_block, the correlation lookup
+and in-place activations, compiled on first use.
 
 On a CPU these steps are chains of small memory-bound PyTorch operations (grid_sample, cat, repeat, lerp,
-gathers, ...), each pass reading and writing whole activations; one C loop per step does the same
-arithmetic in one pass, about 10% of the time per frame at 256x448 (benchmarks/RESULTS.md).
+gathers, ...) or convolutions too thin for oneDNN to run well, each pass reading and writing whole
+activations; one C loop per step does the same arithmetic in one pass, about 15% of the time per frame at
+256x448 (benchmarks/RESULTS.md).
 `cpu_kernels.c` is compiled with the system C compiler (`$CC`, else `cc`) into the user cache the first
 time a float32 CPU network needs it, and runs on PyTorch's own OpenMP threads (GNU libgomp, which Linux
 builds of PyTorch load). Where that cannot be done (no compiler, another OpenMP runtime, not Linux) or
@@ -45,9 +46,11 @@ _SIGNATURES = {
     + [_INDEX] * 4
     + [_POINTER] * 4
     + [_THREADS],
-    "amt_prelu": [_POINTER, _POINTER, _POINTER] + [_INDEX] * 4 + [_THREADS],
+    "amt_activate": [_POINTER, _POINTER, _POINTER] + [_INDEX] * 4 + [_THREADS],
     "amt_correlation": [_POINTER] + [_INDEX] * 5 + [_POINTER] * 3 + [_POINTER, _INDEX, _POINTER, _POINTER, _THREADS],
+    "amt_comb": [_POINTER] * 4 + [_INDEX] * 6 + [_POINTER] * 7 + [_THREADS],
 }
+COMB_GROUP = 6  # hidden channels per pass of amt_comb (GROUP in the C source)
 
 
 def _cpu_identity() -> bytes:
@@ -203,15 +206,23 @@ def prelu_(x: torch.Tensor, slopes: torch.Tensor) -> torch.Tensor:
     _check(x.dim() == 4 and slopes.numel() == x.shape[1], f"{slopes.numel()} slopes for a {tuple(x.shape)} tensor")
     slopes = slopes.detach().contiguous()
     library, _ = _library()
-    library.amt_prelu(x.data_ptr(), _strides(x), slopes.data_ptr(), *x.shape, torch.get_num_threads())
+    library.amt_activate(x.data_ptr(), _strides(x), slopes.data_ptr(), *x.shape, torch.get_num_threads())
+    return x
+
+
+def sigmoid_(x: torch.Tensor) -> torch.Tensor:
+    """The logistic sigmoid in place on `x` (B x C x H x W, any strides: a channel slice too), returned."""
+    _check_float32_cpu(x)
+    _check(x.dim() == 4, f"a tensor of shape {tuple(x.shape)}")
+    library, _ = _library()
+    library.amt_activate(x.data_ptr(), _strides(x), None, *x.shape, torch.get_num_threads())
     return x
 
 
 def compose(
     frames: torch.Tensor, phases: torch.Tensor, coarse: torch.Tensor, mean: torch.Tensor, fields: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The candidate frames (B x n x 3 x H x W, stored channels-last as B x 3n x H x W) of the multi-field
-    prediction, and their average.
+    """The candidate frames (B x n x 3 x H x W) of the multi-field prediction, and their average.
 
     frames: 2B x 3 x H x W, mean removed; phases: the prediction as `MultiFieldDecoder.predict_phases`
     gives it (B x 4*8n x H/2+1 x W/2+1) with the masks already through the sigmoid; coarse:
@@ -226,10 +237,7 @@ def compose(
     _check(coarse.shape == (2, batch, 2, height // 2, width // 2), f"coarse flows of shape {tuple(coarse.shape)}")
     mean = mean.reshape(-1).contiguous()
     _check(mean.numel() == batch, f"{mean.numel()} means for {batch} frames")
-    # Channels last (the fields' colours innermost): comb_block's first convolution reads that layout twice
-    # as fast as channels-first.
-    stacked = torch.empty((batch, 3 * fields, height, width), memory_format=torch.channels_last)
-    candidates = stacked.view(batch, fields, 3, height, width)
+    candidates = phases.new_empty(batch, fields, 3, height, width)
     average = phases.new_empty(batch, 3, height, width)
     library, _ = _library()
     library.amt_compose(
@@ -253,6 +261,55 @@ def compose(
         torch.get_num_threads(),
     )
     return candidates, average
+
+
+def comb(
+    candidates: torch.Tensor,
+    average: torch.Tensor,
+    first: torch.nn.Conv2d,
+    slopes: torch.Tensor,
+    second: torch.nn.Conv2d,
+) -> torch.Tensor:
+    """clamp(average + second(PReLU(first(candidates))), 0, 1): the model's last step, comb_block, for
+    B x C x H x W candidates (any layout) and a B x 3 x H x W average; 'same' K x K convolutions."""
+    _check_float32_cpu(candidates, average, slopes, first.weight, second.weight)
+    batch, channels, height, width = candidates.shape
+    hidden, kernel = first.out_channels, first.kernel_size[0]
+    same = {(conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups) for conv in (first, second)}
+    _check(same == {((kernel, kernel), (1, 1), (kernel // 2,) * 2, (1, 1), 1)}, f"convolutions {same}")
+    _check(
+        first.weight.shape == (hidden, channels, kernel, kernel) and hidden % COMB_GROUP == 0,
+        f"a first convolution of shape {tuple(first.weight.shape)}",
+    )
+    _check(
+        second.weight.shape == (3, hidden, kernel, kernel),
+        f"a second convolution of shape {tuple(second.weight.shape)}",
+    )
+    _check(slopes.numel() == hidden, f"{slopes.numel()} PReLU slopes for {hidden} channels")
+    _check(average.shape == (batch, 3, height, width), f"an average of shape {tuple(average.shape)}")
+    average = average.contiguous()
+    out = torch.empty_like(average)
+    weights = [x.detach().contiguous() for x in (first.weight, first.bias, slopes, second.weight, second.bias)]
+    library, _ = _library()
+    failed = library.amt_comb(
+        candidates.data_ptr(),
+        _strides(candidates),
+        average.data_ptr(),
+        _strides(average),
+        batch,
+        channels,
+        hidden,
+        kernel,
+        height,
+        width,
+        *[x.data_ptr() for x in weights],
+        out.data_ptr(),
+        _strides(out),
+        torch.get_num_threads(),
+    )
+    if failed:
+        raise MemoryError("out of memory for the rows of comb_block's fused kernel")
+    return out
 
 
 # How the correlation kernel reads a table (one per level and direction).

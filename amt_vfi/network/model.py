@@ -283,7 +283,7 @@ class AMT(nn.Module):
         """`_compose` in one pass of the CPU kernel, from decoder1's prediction (in phases) and the flows it
         corrects."""
         fields = self.spec.fields
-        phases[:, 4 * 4 * fields : 4 * 5 * fields].sigmoid_()  # mask logits -> masks (4 phases per channel)
+        cpu_kernels.sigmoid_(phases[:, 4 * 4 * fields : 4 * 5 * fields])  # mask logits -> masks, 4 phases each
         coarse = torch.stack([flow0, flow1])
         candidates, average = cpu_kernels.compose(features.frames, phases, coarse, features.mean, fields)
         return self._corrected(candidates, average)
@@ -292,6 +292,9 @@ class AMT(nn.Module):
         """The average of the B x n x 3 x H x W candidates plus comb_block's correction, in [0, 1]."""
         batch, n, _, height, width = candidates.shape
         stacked = candidates.view(batch, 3 * n, height, width).to(self.comb_block[0].weight.dtype)
+        first, prelu, second = self.comb_block
+        if cpu_kernels.usable(stacked, average, *self.comb_block.parameters()):
+            return cpu_kernels.comb(stacked, average, first, prelu.weight, second)
         correction = in_row_bands(self.comb_block, stacked, halo=self.spec.comb_kernel - 1).float()
         return (average + correction).clamp(0.0, 1.0)
 
