@@ -257,3 +257,22 @@ def test_fused_sigmoid_of_a_channel_slice_in_place() -> None:
     assert torch.equal(prediction[:, :16], original[:, :16]) and torch.equal(prediction[:, 20:], original[:, 20:])
     planar = torch.linspace(-30, 30, 2001).view(1, 1, 1, -1)
     assert (cpu_kernels.sigmoid_(planar.clone()) - torch.sigmoid(planar)).abs().max() <= 2e-7
+
+
+@needs_kernels
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("relu", [False, True])
+def test_fused_instance_norm_in_place(layout: torch.memory_format, relu: bool) -> None:
+    from amt_vfi.network.encoders import instance_norm
+
+    generator = torch.Generator().manual_seed(11)
+    x = (torch.randn(3, 37, 9, 23, generator=generator) * 40 + 300).contiguous(memory_format=layout)
+    expected = torch.nn.functional.instance_norm(x)
+    expected = expected.relu() if relu else expected
+    with torch.inference_mode():
+        result = instance_norm(x, relu=relu)
+    assert result.data_ptr() == x.data_ptr() and result.is_contiguous(memory_format=layout)
+    assert (result - expected).abs().max() <= 2e-5  # a mean 7 standard deviations away loses nothing
+    assert (result.min() == 0.0) == relu
+    flat = cpu_kernels.instance_norm_(torch.full((2, 3, 1, 4), 5.0), 1e-5, relu)
+    assert torch.equal(flat, torch.zeros(2, 3, 1, 4))  # no variance: zeros, not NaN

@@ -4,6 +4,7 @@
  * PyTorch's dimension order, so any memory layout works; rows are shared out over PyTorch's own OpenMP
  * threads. */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -119,6 +120,90 @@ void amt_activate(float *x, const int64_t *strides, const float *slopes, int64_t
             }
         }
     }
+}
+
+/* Instance norm in place over H x W per sample and channel (biased variance, eps inside the root), then
+ * ReLU if asked: one pass for the statistics (sums in double, so E[x^2] - E[x]^2 loses nothing that
+ * matters), one to normalise, instead of PyTorch's chain of six. Rows are shared out over the threads;
+ * their partial sums meet in `sums` once every thread has read its rows. Returns 1 when out of memory
+ * (x untouched), else 0. */
+int amt_instance_norm(float *x, const int64_t *strides, int64_t batch, int64_t channels, int64_t height,
+                      int64_t width, float eps, int relu, int threads) {
+    const int64_t planes = batch * channels, rows = batch * height;
+    const int channels_last = strides[1] == 1;
+    double *sums = calloc((size_t)(threads * planes * 2), sizeof(double));
+    float *shift = malloc((size_t)(planes * 2) * sizeof(float));
+    if (sums == 0 || shift == 0) {
+        free(sums);
+        free(shift);
+        return 1;
+    }
+    float *scale = shift + planes;
+#pragma omp parallel num_threads(threads)
+    {
+        const int64_t thread = omp_get_thread_num(), count = omp_get_num_threads();
+        const int64_t first = rows * thread / count, last = rows * (thread + 1) / count;
+        double *total = sums + thread * planes * 2, *squares = total + planes;
+        for (int64_t r = first; r < last; r++) {
+            const int64_t b = r / height;
+            const float *row = x + b * strides[0] + (r % height) * strides[2];
+            double *t = total + b * channels, *q = squares + b * channels;
+            for (int64_t i = 0; i < width; i++) {
+                const float *p = row + i * strides[3];
+                if (channels_last) {
+#pragma omp simd
+                    for (int64_t c = 0; c < channels; c++) {
+                        t[c] += p[c];
+                        q[c] += (double)p[c] * p[c];
+                    }
+                } else {
+                    for (int64_t c = 0; c < channels; c++) {
+                        double v = p[c * strides[1]];
+                        t[c] += v;
+                        q[c] += v * v;
+                    }
+                }
+            }
+        }
+#pragma omp barrier
+#pragma omp for schedule(static)
+        for (int64_t plane = 0; plane < planes; plane++) {
+            double sum = 0.0, square = 0.0;
+            for (int64_t other = 0; other < count; other++) {
+                sum += sums[other * planes * 2 + plane];
+                square += sums[other * planes * 2 + planes + plane];
+            }
+            const double area = (double)(height * width), mean = sum / area;
+            double variance = square / area - mean * mean;
+            variance = variance > 0.0 ? variance : 0.0;
+            shift[plane] = (float)mean;
+            scale[plane] = (float)(1.0 / sqrt(variance + (double)eps));
+        }
+        /* (the loop's implied barrier: every statistic is ready) */
+        for (int64_t r = first; r < last; r++) {
+            const int64_t b = r / height;
+            float *row = x + b * strides[0] + (r % height) * strides[2];
+            const float *m = shift + b * channels, *k = scale + b * channels;
+            for (int64_t i = 0; i < width; i++) {
+                float *p = row + i * strides[3];
+                if (channels_last) {
+#pragma omp simd
+                    for (int64_t c = 0; c < channels; c++) {
+                        float v = (p[c] - m[c]) * k[c];
+                        p[c] = relu && v < 0.0f ? 0.0f : v;
+                    }
+                } else {
+                    for (int64_t c = 0; c < channels; c++) {
+                        float v = (p[c * strides[1]] - m[c]) * k[c];
+                        p[c * strides[1]] = relu && v < 0.0f ? 0.0f : v;
+                    }
+                }
+            }
+        }
+    }
+    free(sums);
+    free(shift);
+    return 0;
 }
 
 /* One coordinate of the 2x bilinear upsampling with half-pixel centres (PyTorch's align_corners=False). */

@@ -49,6 +49,7 @@ _SIGNATURES = {
     "amt_activate": [_POINTER, _POINTER, _POINTER] + [_INDEX] * 4 + [_THREADS],
     "amt_correlation": [_POINTER] + [_INDEX] * 5 + [_POINTER] * 3 + [_POINTER, _INDEX, _POINTER, _POINTER, _THREADS],
     "amt_comb": [_POINTER] * 4 + [_INDEX] * 6 + [_POINTER] * 7 + [_THREADS],
+    "amt_instance_norm": [_POINTER, _POINTER] + [_INDEX] * 4 + [ctypes.c_float, ctypes.c_int, _THREADS],
 }
 COMB_GROUP = 6  # hidden channels per pass of amt_comb (GROUP in the C source)
 
@@ -216,6 +217,17 @@ def sigmoid_(x: torch.Tensor) -> torch.Tensor:
     _check(x.dim() == 4, f"a tensor of shape {tuple(x.shape)}")
     library, _ = _library()
     library.amt_activate(x.data_ptr(), _strides(x), None, *x.shape, torch.get_num_threads())
+    return x
+
+
+def instance_norm_(x: torch.Tensor, eps: float, relu: bool) -> torch.Tensor:
+    """Instance norm (per sample and channel over H x W, biased variance) in place on `x` (B x C x H x W),
+    then ReLU if `relu`; returns `x`."""
+    _check_float32_cpu(x)
+    _check(x.dim() == 4 and x.shape[2] * x.shape[3] > 0, f"a tensor of shape {tuple(x.shape)}")
+    library, _ = _library()
+    if library.amt_instance_norm(x.data_ptr(), _strides(x), *x.shape, eps, int(relu), torch.get_num_threads()):
+        raise MemoryError("out of memory for the statistics of the fused instance norm")
     return x
 
 
