@@ -276,3 +276,75 @@ def test_fused_instance_norm_in_place(layout: torch.memory_format, relu: bool) -
     assert (result.min() == 0.0) == relu
     flat = cpu_kernels.instance_norm_(torch.full((2, 3, 1, 4), 5.0), 1e-5, relu)
     assert torch.equal(flat, torch.zeros(2, 3, 1, 4))  # no variance: zeros, not NaN
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    ("batch", "in_channels", "out_channels", "size"),
+    [(2, 32, 60, (37, 45)), (1, 60, 60, (8, 9)), (3, 132, 20, (1, 1)), (1, 33, 17, (5, 2))],
+)
+def test_winograd_convolution_equals_the_direct_one(
+    batch: int, in_channels: int, out_channels: int, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from amt_vfi.network.layers import conv
+
+    torch.manual_seed(in_channels)
+    layer = conv(in_channels, out_channels)
+    x = torch.randn(batch, in_channels, *size).contiguous(memory_format=torch.channels_last)
+    calls = []
+    kernel = cpu_kernels.winograd3x3
+    monkeypatch.setattr(cpu_kernels, "winograd3x3", lambda *args: calls.append(1) or kernel(*args))
+    with torch.inference_mode():
+        result = layer(x)
+        expected = torch.nn.functional.conv2d(x, layer.weight, layer.bias, padding=1)
+    assert calls and result.is_contiguous(memory_format=torch.channels_last)
+    assert (result - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+@needs_kernels
+def test_winograd_convolution_follows_its_weights_and_knows_its_scope(monkeypatch: pytest.MonkeyPatch) -> None:
+    from amt_vfi.network.layers import conv
+
+    layer = conv(40, 24)
+    x = torch.randn(1, 40, 6, 7).contiguous(memory_format=torch.channels_last)
+    calls = []
+    kernel = cpu_kernels.winograd3x3
+    monkeypatch.setattr(cpu_kernels, "winograd3x3", lambda *args: calls.append(1) or kernel(*args))
+    with torch.inference_mode():
+        layer(x)
+    layer.load_state_dict({"weight": torch.randn(24, 40, 3, 3), "bias": torch.randn(24)})  # as a checkpoint does
+    with torch.inference_mode():
+        result = layer(x)
+        expected = torch.nn.functional.conv2d(x, layer.weight, layer.bias, padding=1)
+        assert (result - expected).abs().max() <= 1e-4  # not the transform of the old weights
+        assert len(calls) == 2
+        layer(x.contiguous())  # channels-first input, a thin or a strided layer: oneDNN's convolution
+        conv(16, 24)(torch.randn(1, 16, 6, 7).contiguous(memory_format=torch.channels_last))
+        conv(40, 24, stride=2)(x)
+    assert len(calls) == 2
+    assert set(layer.state_dict()) == {"weight", "bias"}  # the transformed weights are no checkpoint keys
+
+
+@needs_kernels
+def test_winograd_convolution_of_weights_made_in_inference_mode() -> None:
+    from amt_vfi.network.layers import conv
+
+    x = torch.randn(1, 32, 5, 6).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        layer = conv(32, 16)  # inference tensors: no version counter to key the transformed weights on
+        layer(x)
+        layer.weight.mul_(2.0)
+        layer.bias.zero_()
+        result = layer(x)
+        expected = torch.nn.functional.conv2d(x, layer.weight, layer.bias, padding=1)
+    assert (result - expected).abs().max() <= 1e-5
+
+
+def test_load_model_in_inference_mode_gives_ordinary_weights(tmp_path: Path) -> None:
+    import amt_vfi
+
+    path = tmp_path / "amt-s.pth"
+    torch.save({"state_dict": standin_state_dict("amt-s")}, path)
+    with torch.inference_mode():
+        model = amt_vfi.load_model(path)
+    assert not any(parameter.is_inference() for parameter in model.parameters())

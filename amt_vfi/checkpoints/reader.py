@@ -168,13 +168,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     device = resolve_device(device)
     state_dict = read_state_dict(path)
     spec = verify_state_dict(state_dict, path)
-    model = AMT(spec)
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as error:  # tensors that cannot be copied: meta, sparse, ...
-        raise CheckpointError(f"{path} holds tensors that cannot be loaded ({first_line(error)})") from None
-    model.requires_grad_(False)
-    return model.eval().to(device=device, dtype=dtype)
+    # Ordinary tensors also when called in inference mode (as ComfyUI runs nodes): the network keeps
+    # weight-derived data that it remakes when a weight's version changes, which inference tensors lack.
+    with torch.inference_mode(False):
+        model = AMT(spec)
+        try:
+            model.load_state_dict(state_dict, strict=True)
+        except RuntimeError as error:  # tensors that cannot be copied: meta, sparse, ...
+            raise CheckpointError(f"{path} holds tensors that cannot be loaded ({first_line(error)})") from None
+        model.requires_grad_(False)
+        return model.eval().to(device=device, dtype=dtype)
 
 
 def convert_to_safetensors(source: str | Path, destination: str | Path, overwrite: bool = False) -> VariantSpec:

@@ -570,3 +570,154 @@ int amt_comb(const float *candidates, const int64_t *candidate_strides, const fl
     }
     return failed;
 }
+
+/* A 3 x 3 'same' convolution (stride 1, bias) by Winograd's F(2x2, 3x3): every 2 x 2 block of outputs
+ * ("tile") from a 4 x 4 input patch, in 16 products per input-output channel pair instead of 36, the
+ * transforms being only additions. Tiles are taken WINOGRAD_TILES at a time, so their transformed inputs V
+ * and products M (16 matrices each) stay in the caches: per position, M = V x U, a matrix product whose
+ * inner loop is 6 tiles x 4 vectors of output channels. */
+enum { WINOGRAD_TILES = 30 /* a multiple of the 6 tiles of the product's inner loop */ };
+
+/* The first `count` (<= LANES) floats at p, zeros after them, and the converse store: in pieces of
+ * 8, 4, 2 and 1 floats, fixed-size copies that compile to vector moves rather than calls to memcpy. */
+static inline Vector load_partial(const float *p, int64_t count) {
+    if (count == LANES) return load_vector(p);
+    float lanes[LANES] = {0};
+    for (int64_t piece = 8, done = 0; piece > 0; piece /= 2) {
+        if (count & piece) {
+            __builtin_memcpy(lanes + done, p + done, (size_t)piece * sizeof(float));
+            done += piece;
+        }
+    }
+    return load_vector(lanes);
+}
+
+static inline void store_partial(float *p, Vector v, int64_t count) {
+    if (count == LANES) {
+        __builtin_memcpy(p, &v, sizeof v);
+        return;
+    }
+    float lanes[LANES];
+    __builtin_memcpy(lanes, &v, sizeof v);
+    for (int64_t piece = 8, done = 0; piece > 0; piece /= 2) {
+        if (count & piece) {
+            __builtin_memcpy(p + done, lanes + done, (size_t)piece * sizeof(float));
+            done += piece;
+        }
+    }
+}
+
+/* m (6 tiles x 16*VECTORS channels) = v (6 tiles x k) x u (k x 16*VECTORS) for one of the 16 positions. */
+static inline __attribute__((always_inline)) void winograd_product(const float *v, int64_t v_stride, const float *u,
+                                                                   int64_t u_stride, int64_t k, float *m,
+                                                                   int64_t m_stride, const int vectors) {
+    Vector sum[6][4] = {};
+    for (int64_t c = 0; c < k; c++) {
+        Vector w[4];
+        for (int j = 0; j < vectors; j++) w[j] = load_vector(u + c * u_stride + j * LANES);
+        for (int i = 0; i < 6; i++) {
+            const float a = v[i * v_stride + c];
+            for (int j = 0; j < vectors; j++) sum[i][j] += a * w[j];
+        }
+    }
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < vectors; j++) __builtin_memcpy(m + i * m_stride + j * LANES, &sum[i][j], sizeof(Vector));
+}
+
+/* out = conv3x3(x) + bias for channels-last B x H x W x C_in input and B x H x W x C_out output;
+ * transformed: 16 x C_in x C_out_padded (G w G^T per channel pair, positions row-major), C_out_padded a
+ * multiple of 16; bias: C_out_padded values. Returns 1 when out of memory (out untouched), else 0. */
+int amt_winograd3x3(const float *x, int64_t batch, int64_t in_channels, int64_t height, int64_t width,
+                    const float *transformed, const float *bias, int64_t out_channels, int64_t padded_out,
+                    float *out, int threads) {
+    const int64_t tiles_y = (height + 1) / 2, tiles_x = (width + 1) / 2, tiles = batch * tiles_y * tiles_x;
+    const int64_t blocks = (tiles + WINOGRAD_TILES - 1) / WINOGRAD_TILES;
+    const int64_t padded_in = (in_channels + LANES - 1) / LANES * LANES;
+    int failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        float *inputs = calloc((size_t)(16 * WINOGRAD_TILES * padded_in), sizeof(float));
+        float *products = calloc((size_t)(16 * WINOGRAD_TILES * padded_out), sizeof(float));
+        if (inputs == 0 || products == 0) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp barrier
+#pragma omp for schedule(static)
+        for (int64_t block = 0; block < blocks; block++) {
+            if (failed) continue;
+            const int64_t first = block * WINOGRAD_TILES;
+            const int64_t count = tiles - first < WINOGRAD_TILES ? tiles - first : WINOGRAD_TILES;
+            for (int64_t i = 0; i < count; i++) { /* V = B^T d B, 16 channels at a time */
+                const int64_t tile = first + i, b = tile / (tiles_y * tiles_x);
+                const int64_t top = 2 * (tile / tiles_x % tiles_y) - 1, left = 2 * (tile % tiles_x) - 1;
+                for (int64_t c = 0; c < in_channels; c += LANES) {
+                    const int64_t n = in_channels - c < LANES ? in_channels - c : LANES;
+                    Vector d[4][4], t[4][4];
+                    for (int r = 0; r < 4; r++) {
+                        for (int s = 0; s < 4; s++) {
+                            const int64_t y = top + r, x0 = left + s;
+                            d[r][s] = y >= 0 && y < height && x0 >= 0 && x0 < width
+                                          ? load_partial(x + ((b * height + y) * width + x0) * in_channels + c, n)
+                                          : (Vector){};
+                        }
+                    }
+                    for (int s = 0; s < 4; s++) {
+                        t[0][s] = d[0][s] - d[2][s];
+                        t[1][s] = d[1][s] + d[2][s];
+                        t[2][s] = d[2][s] - d[1][s];
+                        t[3][s] = d[1][s] - d[3][s];
+                    }
+                    for (int r = 0; r < 4; r++) {
+                        Vector v[4] = {t[r][0] - t[r][2], t[r][1] + t[r][2], t[r][2] - t[r][1], t[r][1] - t[r][3]};
+                        for (int s = 0; s < 4; s++)
+                            __builtin_memcpy(inputs + ((r * 4 + s) * WINOGRAD_TILES + i) * padded_in + c, &v[s],
+                                             sizeof(Vector));
+                    }
+                }
+            }
+            for (int64_t position = 0; position < 16; position++) { /* M = V U */
+                const float *v = inputs + position * WINOGRAD_TILES * padded_in;
+                const float *u = transformed + position * in_channels * padded_out;
+                float *m = products + position * WINOGRAD_TILES * padded_out;
+                for (int64_t t0 = 0; t0 < count; t0 += 6) {
+                    for (int64_t o = 0; o < padded_out; o += 4 * LANES) {
+                        const int64_t left = (padded_out - o) / LANES;
+                        const float *vt = v + t0 * padded_in, *uo = u + o;
+                        float *mt = m + t0 * padded_out + o;
+                        if (left >= 4) winograd_product(vt, padded_in, uo, padded_out, in_channels, mt, padded_out, 4);
+                        else if (left == 3) winograd_product(vt, padded_in, uo, padded_out, in_channels, mt, padded_out, 3);
+                        else if (left == 2) winograd_product(vt, padded_in, uo, padded_out, in_channels, mt, padded_out, 2);
+                        else winograd_product(vt, padded_in, uo, padded_out, in_channels, mt, padded_out, 1);
+                    }
+                }
+            }
+            for (int64_t i = 0; i < count; i++) { /* Y = A^T M A + bias */
+                const int64_t tile = first + i, b = tile / (tiles_y * tiles_x);
+                const int64_t top = 2 * (tile / tiles_x % tiles_y), left = 2 * (tile % tiles_x);
+                for (int64_t o = 0; o < out_channels; o += LANES) {
+                    const int64_t n = out_channels - o < LANES ? out_channels - o : LANES;
+                    Vector m[4][4], r[2][4];
+                    for (int p = 0; p < 16; p++)
+                        m[p / 4][p % 4] = load_vector(products + (p * WINOGRAD_TILES + i) * padded_out + o);
+                    for (int s = 0; s < 4; s++) {
+                        r[0][s] = m[0][s] + m[1][s] + m[2][s];
+                        r[1][s] = m[1][s] - m[2][s] - m[3][s];
+                    }
+                    const Vector shift = load_vector(bias + o);
+                    for (int a = 0; a < 2; a++) {
+                        const Vector y[2] = {r[a][0] + r[a][1] + r[a][2] + shift, r[a][1] - r[a][2] - r[a][3] + shift};
+                        for (int e = 0; e < 2; e++) {
+                            if (top + a < height && left + e < width)
+                                store_partial(out + ((b * height + top + a) * width + left + e) * out_channels + o,
+                                              y[e], n);
+                        }
+                    }
+                }
+            }
+        }
+        free(inputs);
+        free(products);
+    }
+    return failed;
+}

@@ -50,6 +50,7 @@ _SIGNATURES = {
     "amt_correlation": [_POINTER] + [_INDEX] * 5 + [_POINTER] * 3 + [_POINTER, _INDEX, _POINTER, _POINTER, _THREADS],
     "amt_comb": [_POINTER] * 4 + [_INDEX] * 6 + [_POINTER] * 7 + [_THREADS],
     "amt_instance_norm": [_POINTER, _POINTER] + [_INDEX] * 4 + [ctypes.c_float, ctypes.c_int, _THREADS],
+    "amt_winograd3x3": [_POINTER] + [_INDEX] * 4 + [_POINTER] * 2 + [_INDEX] * 2 + [_POINTER, _THREADS],
 }
 COMB_GROUP = 6  # hidden channels per pass of amt_comb (GROUP in the C source)
 
@@ -229,6 +230,55 @@ def instance_norm_(x: torch.Tensor, eps: float, relu: bool) -> torch.Tensor:
     if library.amt_instance_norm(x.data_ptr(), _strides(x), *x.shape, eps, int(relu), torch.get_num_threads()):
         raise MemoryError("out of memory for the statistics of the fused instance norm")
     return x
+
+
+# Winograd's F(2x2, 3x3) kernel transform: U = G w G^T for each channel pair.
+_WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+
+
+def winograd_weights(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 3x3 convolution's weights (O x C x 3 x 3) and bias as `winograd3x3` takes them: 16 x C x O' and
+    O' values, O' = O rounded up to a multiple of 16 (zeros)."""
+    with torch.inference_mode(False), torch.no_grad():  # usable inside and outside inference mode
+        out_channels, in_channels = weight.shape[:2]
+        padded = -(-out_channels // 16) * 16
+        g = torch.tensor(_WINOGRAD_G, dtype=torch.float64)
+        transformed = torch.einsum("ik,ockl,jl->ijco", g, weight.detach().double(), g)
+        transformed = transformed.reshape(16, in_channels, out_channels).float()
+        transformed = torch.nn.functional.pad(transformed, (0, padded - out_channels)).contiguous()
+        return transformed, torch.nn.functional.pad(bias.detach().float(), (0, padded - out_channels)).contiguous()
+
+
+def winograd3x3(x: torch.Tensor, transformed: torch.Tensor, bias: torch.Tensor, out_channels: int) -> torch.Tensor:
+    """A 3x3 'same' convolution (stride 1) of channels-last `x` (B x C x H x W) with the weights and bias
+    from `winograd_weights`; the output is channels-last."""
+    _check_float32_cpu(x, transformed, bias)
+    batch, in_channels, height, width = x.shape
+    _check(x.is_contiguous(memory_format=torch.channels_last), "an input that is not channels-last")
+    padded = transformed.shape[-1]
+    _check(
+        transformed.shape == (16, in_channels, padded) and padded % 16 == 0 and 0 < out_channels <= padded,
+        f"transformed weights of shape {tuple(transformed.shape)} for {in_channels} -> {out_channels} channels",
+    )
+    _check(transformed.is_contiguous() and bias.is_contiguous() and bias.numel() == padded, "a misshapen bias")
+    out = torch.empty((batch, out_channels, height, width), memory_format=torch.channels_last)
+    library, _ = _library()
+    failed = library.amt_winograd3x3(
+        x.data_ptr(),
+        batch,
+        in_channels,
+        height,
+        width,
+        transformed.data_ptr(),
+        bias.data_ptr(),
+        out_channels,
+        padded,
+        out.data_ptr(),
+        torch.get_num_threads(),
+    )
+    if failed:
+        raise MemoryError("out of memory for the tiles of the fused Winograd convolution")
+    return out
 
 
 def compose(

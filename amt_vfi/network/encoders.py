@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from . import cpu_kernels
-from .layers import conv_prelu
+from .layers import WinogradConv2d, conv_prelu
 
 
 class ContextPyramid(nn.Module):
@@ -73,7 +73,7 @@ class EncoderBlock(nn.Module):
         for index, (kernel, out_ch) in enumerate(widths, start=1):
             step = pending_stride if kernel == 3 else 1
             pending_stride //= step
-            self.add_module(f"conv{index}", nn.Conv2d(channels, out_ch, kernel, step, padding=kernel // 2))
+            self.add_module(f"conv{index}", WinogradConv2d(channels, out_ch, kernel, step, padding=kernel // 2))
             channels = out_ch
         self.layers = len(widths)
         self.downsample = (
