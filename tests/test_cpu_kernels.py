@@ -298,7 +298,7 @@ def test_winograd_convolution_equals_the_direct_one(
         result = layer(x)
         expected = torch.nn.functional.conv2d(x, layer.weight, layer.bias, padding=1)
     assert calls and result.is_contiguous(memory_format=torch.channels_last)
-    assert (result - expected).abs().max() <= 1e-5 * expected.abs().max()
+    assert (result - expected).abs().max() <= 2e-5 * expected.abs().max()  # F(4x4, 3x3) in float32
 
 
 @needs_kernels
@@ -316,7 +316,7 @@ def test_winograd_convolution_follows_its_weights_and_knows_its_scope(monkeypatc
     with torch.inference_mode():
         result = layer(x)
         expected = torch.nn.functional.conv2d(x, layer.weight, layer.bias, padding=1)
-        assert (result - expected).abs().max() <= 1e-4  # not the transform of the old weights
+        assert (result - expected).abs().max() <= 2e-5 * expected.abs().max()  # not the old weights' transform
         assert len(calls) == 2
         layer(x.contiguous())  # channels-first input, a thin or a strided layer: oneDNN's convolution
         conv(16, 24)(torch.randn(1, 16, 6, 7).contiguous(memory_format=torch.channels_last))
@@ -337,7 +337,7 @@ def test_winograd_convolution_of_weights_made_in_inference_mode() -> None:
         layer.bias.zero_()
         result = layer(x)
         expected = torch.nn.functional.conv2d(x, layer.weight, layer.bias, padding=1)
-    assert (result - expected).abs().max() <= 1e-5
+    assert (result - expected).abs().max() <= 2e-5 * expected.abs().max()
 
 
 def test_load_model_in_inference_mode_gives_ordinary_weights(tmp_path: Path) -> None:

@@ -575,12 +575,32 @@ int amt_comb(const float *candidates, const int64_t *candidate_strides, const fl
     return failed;
 }
 
-/* A 3 x 3 'same' convolution (stride 1, bias) by Winograd's F(2x2, 3x3): every 2 x 2 block of outputs
- * ("tile") from a 4 x 4 input patch, in 16 products per input-output channel pair instead of 36, the
- * transforms being only additions. Tiles are taken WINOGRAD_TILES at a time, so their transformed inputs V
- * and products M (16 matrices each) stay in the caches: per position, M = V x U, a matrix product whose
- * inner loop is 6 tiles x 4 vectors of output channels. */
-enum { WINOGRAD_TILES = 30 /* a multiple of the 6 tiles of the product's inner loop */ };
+/* A 3 x 3 'same' convolution (stride 1, bias) by Winograd's F(4x4, 3x3): every 4 x 4 block of outputs
+ * ("tile") from a 6 x 6 input patch, in 36 products per input-output channel pair instead of 144, the
+ * transforms being a few additions and multiplications by small powers of 2. Tiles are taken a block at
+ * a time, sized so that their transformed inputs V and products M (36 matrices each) stay in the caches:
+ * per position, M = V x U, a matrix product whose inner loop is 6 tiles x 4 vectors of output channels. */
+enum { WINOGRAD_POSITIONS = 36, WINOGRAD_BLOCK_BYTES = 640 << 10 };
+
+/* B^T x for the 6 values of a patch's column or row. */
+static inline void winograd_input_1d(const Vector d[6], Vector t[6]) {
+    t[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
+    t[1] = d[3] + d[4] - 4.0f * (d[1] + d[2]);
+    t[2] = d[4] - d[3] + 4.0f * (d[1] - d[2]);
+    t[3] = d[4] - d[2] + 2.0f * (d[3] - d[1]);
+    t[4] = d[4] - d[2] + 2.0f * (d[1] - d[3]);
+    t[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
+}
+
+/* A^T m for the 6 products of a column or row: 4 outputs. */
+static inline void winograd_output_1d(const Vector m[6], Vector y[4]) {
+    const Vector sum12 = m[1] + m[2], difference12 = m[1] - m[2];
+    const Vector sum34 = m[3] + m[4], difference34 = m[3] - m[4];
+    y[0] = m[0] + sum12 + sum34;
+    y[1] = difference12 + 2.0f * difference34;
+    y[2] = sum12 + 4.0f * sum34;
+    y[3] = difference12 + 8.0f * difference34 + m[5];
+}
 
 /* The first `count` (<= LANES) floats at p, zeros after them, and the converse store: in pieces of
  * 8, 4, 2 and 1 floats, fixed-size copies that compile to vector moves rather than calls to memcpy. */
@@ -629,19 +649,22 @@ static inline __attribute__((always_inline)) void winograd_product(const float *
 }
 
 /* out = conv3x3(x) + bias for channels-last B x H x W x C_in input and B x H x W x C_out output;
- * transformed: 16 x C_in x C_out_padded (G w G^T per channel pair, positions row-major), C_out_padded a
+ * transformed: 36 x C_in x C_out_padded (G w G^T per channel pair, positions row-major), C_out_padded a
  * multiple of 16; bias: C_out_padded values. Returns 1 when out of memory (out untouched), else 0. */
 int amt_winograd3x3(const float *x, int64_t batch, int64_t in_channels, int64_t height, int64_t width,
                     const float *transformed, const float *bias, int64_t out_channels, int64_t padded_out,
                     float *out, int threads) {
-    const int64_t tiles_y = (height + 1) / 2, tiles_x = (width + 1) / 2, tiles = batch * tiles_y * tiles_x;
-    const int64_t blocks = (tiles + WINOGRAD_TILES - 1) / WINOGRAD_TILES;
+    const int64_t tiles_y = (height + 3) / 4, tiles_x = (width + 3) / 4, tiles = batch * tiles_y * tiles_x;
     const int64_t padded_in = (in_channels + LANES - 1) / LANES * LANES;
+    const float *end = x + batch * height * width * in_channels;
+    int64_t block_tiles = WINOGRAD_BLOCK_BYTES / (WINOGRAD_POSITIONS * (padded_in + padded_out) * 4) / 6 * 6;
+    block_tiles = block_tiles < 6 ? 6 : block_tiles > 48 ? 48 : block_tiles;
+    const int64_t blocks = (tiles + block_tiles - 1) / block_tiles;
     int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
-        float *inputs = calloc((size_t)(16 * WINOGRAD_TILES * padded_in), sizeof(float));
-        float *products = calloc((size_t)(16 * WINOGRAD_TILES * padded_out), sizeof(float));
+        float *inputs = calloc((size_t)(WINOGRAD_POSITIONS * block_tiles * padded_in), sizeof(float));
+        float *products = calloc((size_t)(WINOGRAD_POSITIONS * block_tiles * padded_out), sizeof(float));
         if (inputs == 0 || products == 0) {
 #pragma omp atomic write
             failed = 1;
@@ -650,40 +673,40 @@ int amt_winograd3x3(const float *x, int64_t batch, int64_t in_channels, int64_t 
 #pragma omp for schedule(static)
         for (int64_t block = 0; block < blocks; block++) {
             if (failed) continue;
-            const int64_t first = block * WINOGRAD_TILES;
-            const int64_t count = tiles - first < WINOGRAD_TILES ? tiles - first : WINOGRAD_TILES;
+            const int64_t first = block * block_tiles;
+            const int64_t count = tiles - first < block_tiles ? tiles - first : block_tiles;
             for (int64_t i = 0; i < count; i++) { /* V = B^T d B, 16 channels at a time */
                 const int64_t tile = first + i, b = tile / (tiles_y * tiles_x);
-                const int64_t top = 2 * (tile / tiles_x % tiles_y) - 1, left = 2 * (tile % tiles_x) - 1;
+                const int64_t top = 4 * (tile / tiles_x % tiles_y) - 1, left = 4 * (tile % tiles_x) - 1;
                 for (int64_t c = 0; c < in_channels; c += LANES) {
                     const int64_t n = in_channels - c < LANES ? in_channels - c : LANES;
-                    Vector d[4][4], t[4][4];
-                    for (int r = 0; r < 4; r++) {
-                        for (int s = 0; s < 4; s++) {
+                    Vector d[6][6], t[6][6];
+                    for (int s = 0; s < 6; s++) {
+                        Vector column[6];
+                        for (int r = 0; r < 6; r++) {
                             const int64_t y = top + r, x0 = left + s;
-                            d[r][s] = y >= 0 && y < height && x0 >= 0 && x0 < width
-                                          ? load_partial(x + ((b * height + y) * width + x0) * in_channels + c, n)
-                                          : (Vector){};
+                            const float *p = x + ((b * height + y) * width + x0) * in_channels + c;
+                            /* Lanes past the channels (the next pixel's) are never read by the product. */
+                            column[r] = !(y >= 0 && y < height && x0 >= 0 && x0 < width) ? (Vector){}
+                                        : p + LANES <= end                                 ? load_vector(p)
+                                                                                           : load_partial(p, n);
                         }
+                        Vector rows[6];
+                        winograd_input_1d(column, rows);
+                        for (int r = 0; r < 6; r++) d[r][s] = rows[r];
                     }
-                    for (int s = 0; s < 4; s++) {
-                        t[0][s] = d[0][s] - d[2][s];
-                        t[1][s] = d[1][s] + d[2][s];
-                        t[2][s] = d[2][s] - d[1][s];
-                        t[3][s] = d[1][s] - d[3][s];
-                    }
-                    for (int r = 0; r < 4; r++) {
-                        Vector v[4] = {t[r][0] - t[r][2], t[r][1] + t[r][2], t[r][2] - t[r][1], t[r][1] - t[r][3]};
-                        for (int s = 0; s < 4; s++)
-                            __builtin_memcpy(inputs + ((r * 4 + s) * WINOGRAD_TILES + i) * padded_in + c, &v[s],
+                    for (int r = 0; r < 6; r++) {
+                        winograd_input_1d(d[r], t[r]);
+                        for (int s = 0; s < 6; s++)
+                            __builtin_memcpy(inputs + ((r * 6 + s) * block_tiles + i) * padded_in + c, &t[r][s],
                                              sizeof(Vector));
                     }
                 }
             }
-            for (int64_t position = 0; position < 16; position++) { /* M = V U */
-                const float *v = inputs + position * WINOGRAD_TILES * padded_in;
+            for (int64_t position = 0; position < WINOGRAD_POSITIONS; position++) { /* M = V U */
+                const float *v = inputs + position * block_tiles * padded_in;
                 const float *u = transformed + position * in_channels * padded_out;
-                float *m = products + position * WINOGRAD_TILES * padded_out;
+                float *m = products + position * block_tiles * padded_out;
                 for (int64_t t0 = 0; t0 < count; t0 += 6) {
                     for (int64_t o = 0; o < padded_out; o += 4 * LANES) {
                         const int64_t left = (padded_out - o) / LANES;
@@ -698,24 +721,24 @@ int amt_winograd3x3(const float *x, int64_t batch, int64_t in_channels, int64_t 
             }
             for (int64_t i = 0; i < count; i++) { /* Y = A^T M A + bias */
                 const int64_t tile = first + i, b = tile / (tiles_y * tiles_x);
-                const int64_t top = 2 * (tile / tiles_x % tiles_y), left = 2 * (tile % tiles_x);
+                const int64_t top = 4 * (tile / tiles_x % tiles_y), left = 4 * (tile % tiles_x);
                 for (int64_t o = 0; o < out_channels; o += LANES) {
                     const int64_t n = out_channels - o < LANES ? out_channels - o : LANES;
-                    Vector m[4][4], r[2][4];
-                    for (int p = 0; p < 16; p++)
-                        m[p / 4][p % 4] = load_vector(products + (p * WINOGRAD_TILES + i) * padded_out + o);
-                    for (int s = 0; s < 4; s++) {
-                        r[0][s] = m[0][s] + m[1][s] + m[2][s];
-                        r[1][s] = m[1][s] - m[2][s] - m[3][s];
+                    Vector r[4][6];
+                    for (int s = 0; s < 6; s++) {
+                        Vector column[6], y[4];
+                        for (int q = 0; q < 6; q++)
+                            column[q] = load_vector(products + ((q * 6 + s) * block_tiles + i) * padded_out + o);
+                        winograd_output_1d(column, y);
+                        for (int a = 0; a < 4; a++) r[a][s] = y[a];
                     }
                     const Vector shift = load_vector(bias + o);
-                    for (int a = 0; a < 2; a++) {
-                        const Vector y[2] = {r[a][0] + r[a][1] + r[a][2] + shift, r[a][1] - r[a][2] - r[a][3] + shift};
-                        for (int e = 0; e < 2; e++) {
-                            if (top + a < height && left + e < width)
-                                store_partial(out + ((b * height + top + a) * width + left + e) * out_channels + o,
-                                              y[e], n);
-                        }
+                    for (int a = 0; a < 4 && top + a < height; a++) {
+                        Vector y[4];
+                        winograd_output_1d(r[a], y);
+                        for (int e = 0; e < 4 && left + e < width; e++)
+                            store_partial(out + ((b * height + top + a) * width + left + e) * out_channels + o,
+                                          y[e] + shift, n);
                     }
                 }
             }

@@ -232,19 +232,27 @@ def instance_norm_(x: torch.Tensor, eps: float, relu: bool) -> torch.Tensor:
     return x
 
 
-# Winograd's F(2x2, 3x3) kernel transform: U = G w G^T for each channel pair.
-_WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+# Winograd's F(4x4, 3x3) kernel transform: U = G w G^T for each channel pair (6 x 6 per pair).
+_WINOGRAD_G = (
+    (1 / 4, 0.0, 0.0),
+    (-1 / 6, -1 / 6, -1 / 6),
+    (-1 / 6, 1 / 6, -1 / 6),
+    (1 / 24, 1 / 12, 1 / 6),
+    (1 / 24, -1 / 12, 1 / 6),
+    (0.0, 0.0, 1.0),
+)
+WINOGRAD_POSITIONS = len(_WINOGRAD_G) ** 2
 
 
 def winograd_weights(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A 3x3 convolution's weights (O x C x 3 x 3) and bias as `winograd3x3` takes them: 16 x C x O' and
+    """A 3x3 convolution's weights (O x C x 3 x 3) and bias as `winograd3x3` takes them: 36 x C x O' and
     O' values, O' = O rounded up to a multiple of 16 (zeros)."""
     with torch.inference_mode(False), torch.no_grad():  # usable inside and outside inference mode
         out_channels, in_channels = weight.shape[:2]
         padded = -(-out_channels // 16) * 16
         g = torch.tensor(_WINOGRAD_G, dtype=torch.float64)
         transformed = torch.einsum("ik,ockl,jl->ijco", g, weight.detach().double(), g)
-        transformed = transformed.reshape(16, in_channels, out_channels).float()
+        transformed = transformed.reshape(WINOGRAD_POSITIONS, in_channels, out_channels).float()
         transformed = torch.nn.functional.pad(transformed, (0, padded - out_channels)).contiguous()
         return transformed, torch.nn.functional.pad(bias.detach().float(), (0, padded - out_channels)).contiguous()
 
@@ -257,7 +265,9 @@ def winograd3x3(x: torch.Tensor, transformed: torch.Tensor, bias: torch.Tensor, 
     _check(x.is_contiguous(memory_format=torch.channels_last), "an input that is not channels-last")
     padded = transformed.shape[-1]
     _check(
-        transformed.shape == (16, in_channels, padded) and padded % 16 == 0 and 0 < out_channels <= padded,
+        transformed.shape == (WINOGRAD_POSITIONS, in_channels, padded)
+        and padded % 16 == 0
+        and 0 < out_channels <= padded,
         f"transformed weights of shape {tuple(transformed.shape)} for {in_channels} -> {out_channels} channels",
     )
     _check(transformed.is_contiguous() and bias.is_contiguous() and bias.numel() == padded, "a misshapen bias")
