@@ -323,6 +323,9 @@ def test_winograd_convolution_follows_its_weights_and_knows_its_scope(monkeypatc
         conv(40, 24, stride=2)(x)
     assert len(calls) == 2
     assert set(layer.state_dict()) == {"weight", "bias"}  # the transformed weights are no checkpoint keys
+    assert "_winograd" in layer.__dict__
+    layer.half()  # as when moved to a GPU: the transformed weights go with the old ones
+    assert "_winograd" not in layer.__dict__
 
 
 @needs_kernels
