@@ -319,7 +319,7 @@ def test_winograd_convolution_follows_its_weights_and_knows_its_scope(monkeypatc
         assert (result - expected).abs().max() <= 2e-5 * expected.abs().max()  # not the old weights' transform
         assert len(calls) == 2
         layer(x.contiguous())  # channels-first input, a thin or a strided layer: oneDNN's convolution
-        conv(16, 24)(torch.randn(1, 16, 6, 7).contiguous(memory_format=torch.channels_last))
+        conv(8, 24)(torch.randn(1, 8, 6, 7).contiguous(memory_format=torch.channels_last))
         conv(40, 24, stride=2)(x)
     assert len(calls) == 2
     assert set(layer.state_dict()) == {"weight", "bias"}  # the transformed weights are no checkpoint keys
