@@ -292,8 +292,8 @@ def test_winograd_convolution_equals_the_direct_one(
     layer = conv(in_channels, out_channels)
     x = torch.randn(batch, in_channels, *size).contiguous(memory_format=torch.channels_last)
     calls = []
-    kernel = cpu_kernels.winograd3x3
-    monkeypatch.setattr(cpu_kernels, "winograd3x3", lambda *args: calls.append(1) or kernel(*args))
+    kernel = cpu_kernels.winograd_conv
+    monkeypatch.setattr(cpu_kernels, "winograd_conv", lambda *args: calls.append(1) or kernel(*args))
     with torch.inference_mode():
         result = layer(x)
         expected = torch.nn.functional.conv2d(x, layer.weight, layer.bias, padding=1)
@@ -308,8 +308,8 @@ def test_winograd_convolution_follows_its_weights_and_knows_its_scope(monkeypatc
     layer = conv(40, 24)
     x = torch.randn(1, 40, 6, 7).contiguous(memory_format=torch.channels_last)
     calls = []
-    kernel = cpu_kernels.winograd3x3
-    monkeypatch.setattr(cpu_kernels, "winograd3x3", lambda *args: calls.append(1) or kernel(*args))
+    kernel = cpu_kernels.winograd_conv
+    monkeypatch.setattr(cpu_kernels, "winograd_conv", lambda *args: calls.append(1) or kernel(*args))
     with torch.inference_mode():
         layer(x)
     layer.load_state_dict({"weight": torch.randn(24, 40, 3, 3), "bias": torch.randn(24)})  # as a checkpoint does
@@ -351,3 +351,15 @@ def test_load_model_in_inference_mode_gives_ordinary_weights(tmp_path: Path) -> 
     with torch.inference_mode():
         model = amt_vfi.load_model(path)
     assert not any(parameter.is_inference() for parameter in model.parameters())
+
+
+@needs_kernels
+@pytest.mark.parametrize("size", [(9, 14), (1, 1), (4, 3)])
+def test_winograd_2x2_convolution_of_the_phases(size: tuple[int, int]) -> None:
+    torch.manual_seed(size[1])
+    weight, bias = torch.randn(96, 60, 2, 2) * 0.1, torch.randn(96)
+    x = torch.randn(2, 60, *size).contiguous(memory_format=torch.channels_last)
+    result = cpu_kernels.winograd_conv(x, *cpu_kernels.winograd_weights(weight, bias), 96)
+    expected = torch.nn.functional.conv2d(x, weight, bias, padding=1)  # (H+1) x (W+1)
+    assert result.shape == expected.shape and result.is_contiguous(memory_format=torch.channels_last)
+    assert (result - expected).abs().max() <= 1e-5 * expected.abs().max()

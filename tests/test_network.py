@@ -9,7 +9,7 @@ import torch
 from conftest import DATA, load_golden
 
 from amt_vfi.checkpoints import standin_state_dict
-from amt_vfi.network import AMT, CHECKPOINT_VARIANTS, VARIANTS, correlation
+from amt_vfi.network import AMT, CHECKPOINT_VARIANTS, VARIANTS, correlation, cpu_kernels
 from amt_vfi.network.correlation import WindowCorrelation, build_correlation, volume_bytes
 
 MODES = ("all-pairs", "on-demand")
@@ -343,12 +343,19 @@ def test_side_channels_refined_in_place_keep_autograd_working() -> None:
         assert (block(channels_last) - expected).abs().max() <= 1e-6
 
 
-def test_decoder1_phases_interleave_to_its_transposed_convolution() -> None:
-    decoder = AMT(VARIANTS["amt-l"]).decoder1.eval()  # 5 flow fields
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])  # oneDNN / Winograd
+def test_decoder1_phases_interleave_to_its_transposed_convolution(
+    layout: torch.memory_format, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoder = AMT(VARIANTS["amt-l"]).decoder1.eval().to(memory_format=layout)  # 5 flow fields
     generator = torch.Generator().manual_seed(9)
     feature = torch.randn(2, decoder.convblock[0][0].in_channels - 2 * 44 - 4, 8, 12, generator=generator)
-    context = torch.randn(4, 44, 8, 12, generator=generator)
+    feature = feature.contiguous(memory_format=layout)
+    context = torch.randn(4, 44, 8, 12, generator=generator).contiguous(memory_format=layout)
     flow0, flow1 = torch.randn(2, 2, 2, 8, 12, generator=generator)
+    calls = []
+    winograd = cpu_kernels.winograd_conv
+    monkeypatch.setattr(cpu_kernels, "winograd_conv", lambda *args: calls.append(args[1].shape[0]) or winograd(*args))
     with torch.inference_mode():
         expected = decoder.predict(feature, context, flow0, flow1)
         phases = decoder.predict_phases(feature, context, flow0, flow1)
@@ -358,3 +365,5 @@ def test_decoder1_phases_interleave_to_its_transposed_convolution() -> None:
         decoder.load_state_dict({key: value * 0.5 for key, value in decoder.state_dict().items()})
         changed = torch.nn.functional.pixel_shuffle(decoder.predict_phases(feature, context, flow0, flow1), 2)
     assert (changed[..., 1:-1, 1:-1] - decoder.predict(feature, context, flow0, flow1)).abs().max() <= 1e-5
+    phase_convolutions = calls.count(16)  # 4 x 4 positions: the 2x2 convolution of the phases
+    assert phase_convolutions == (2 if layout == torch.channels_last and cpu_kernels.usable(feature) else 0)

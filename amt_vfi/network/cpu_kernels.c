@@ -575,31 +575,46 @@ int amt_comb(const float *candidates, const int64_t *candidate_strides, const fl
     return failed;
 }
 
-/* A 3 x 3 'same' convolution (stride 1, bias) by Winograd's F(4x4, 3x3): every 4 x 4 block of outputs
- * ("tile") from a 6 x 6 input patch, in 36 products per input-output channel pair instead of 144, the
- * transforms being a few additions and multiplications by small powers of 2. Tiles are taken a block at
- * a time, sized so that their transformed inputs V and products M (36 matrices each) stay in the caches:
- * per position, M = V x U, a matrix product whose inner loop is 6 tiles x 4 vectors of output channels. */
-enum { WINOGRAD_POSITIONS = 36, WINOGRAD_BLOCK_BYTES = 640 << 10 };
+/* Convolutions (stride 1, padding 1, bias) by Winograd's minimal filtering: a 3 x 3 kernel by F(4x4, 3x3),
+ * every 4 x 4 block of outputs ("tile") from a 6 x 6 input patch in 36 products per input-output channel
+ * pair instead of 144; a 2 x 2 kernel (decoder1's phases) by F(3x3, 2x2), 3 x 3 outputs from 4 x 4 inputs
+ * in 16 products instead of 36. The transforms are a few additions and multiplications by small powers
+ * of 2. Tiles are taken a block at a time, sized so that their transformed inputs V and products M stay
+ * in the caches: per position, M = V x U, a matrix product whose inner loop is 6 tiles x 4 vectors of
+ * output channels. */
+enum { WINOGRAD_BLOCK_BYTES = 640 << 10 };
 
-/* B^T x for the 6 values of a patch's column or row. */
-static inline void winograd_input_1d(const Vector d[6], Vector t[6]) {
-    t[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
-    t[1] = d[3] + d[4] - 4.0f * (d[1] + d[2]);
-    t[2] = d[4] - d[3] + 4.0f * (d[1] - d[2]);
-    t[3] = d[4] - d[2] + 2.0f * (d[3] - d[1]);
-    t[4] = d[4] - d[2] + 2.0f * (d[1] - d[3]);
-    t[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
+/* B^T d for the values of a patch's column or row: 6 for a 3 x 3 kernel, 4 for a 2 x 2 one. */
+static inline void winograd_input_1d(const int kernel, const Vector d[6], Vector t[6]) {
+    if (kernel == 3) {
+        t[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
+        t[1] = d[3] + d[4] - 4.0f * (d[1] + d[2]);
+        t[2] = d[4] - d[3] + 4.0f * (d[1] - d[2]);
+        t[3] = d[4] - d[2] + 2.0f * (d[3] - d[1]);
+        t[4] = d[4] - d[2] + 2.0f * (d[1] - d[3]);
+        t[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
+    } else {
+        t[0] = d[0] - d[2];
+        t[1] = d[1] + d[2];
+        t[2] = d[2] - d[1];
+        t[3] = d[1] - d[3];
+    }
 }
 
-/* A^T m for the 6 products of a column or row: 4 outputs. */
-static inline void winograd_output_1d(const Vector m[6], Vector y[4]) {
+/* A^T m for the products of a column or row: 4 outputs of a 3 x 3 kernel, 3 of a 2 x 2 one. */
+static inline void winograd_output_1d(const int kernel, const Vector m[6], Vector y[4]) {
     const Vector sum12 = m[1] + m[2], difference12 = m[1] - m[2];
-    const Vector sum34 = m[3] + m[4], difference34 = m[3] - m[4];
-    y[0] = m[0] + sum12 + sum34;
-    y[1] = difference12 + 2.0f * difference34;
-    y[2] = sum12 + 4.0f * sum34;
-    y[3] = difference12 + 8.0f * difference34 + m[5];
+    if (kernel == 3) {
+        const Vector sum34 = m[3] + m[4], difference34 = m[3] - m[4];
+        y[0] = m[0] + sum12 + sum34;
+        y[1] = difference12 + 2.0f * difference34;
+        y[2] = sum12 + 4.0f * sum34;
+        y[3] = difference12 + 8.0f * difference34 + m[5];
+    } else {
+        y[0] = m[0] + sum12;
+        y[1] = difference12;
+        y[2] = sum12 + m[3];
+    }
 }
 
 /* The first `count` (<= LANES) floats at p, zeros after them, and the converse store: in pieces of
@@ -648,23 +663,103 @@ static inline __attribute__((always_inline)) void winograd_product(const float *
         for (int j = 0; j < vectors; j++) __builtin_memcpy(m + i * m_stride + j * LANES, &sum[i][j], sizeof(Vector));
 }
 
-/* out = conv3x3(x) + bias for channels-last B x H x W x C_in input and B x H x W x C_out output;
- * transformed: 36 x C_in x C_out_padded (G w G^T per channel pair, positions row-major), C_out_padded a
- * multiple of 16; bias: C_out_padded values. Returns 1 when out of memory (out untouched), else 0. */
-int amt_winograd3x3(const float *x, int64_t batch, int64_t in_channels, int64_t height, int64_t width,
-                    const float *transformed, const float *bias, int64_t out_channels, int64_t padded_out,
-                    float *out, int threads) {
-    const int64_t tiles_y = (height + 3) / 4, tiles_x = (width + 3) / 4, tiles = batch * tiles_y * tiles_x;
+/* One block of tiles of `amt_winograd`, for a kernel size known when compiled (so the transforms'
+ * loops unroll). */
+static inline __attribute__((always_inline)) void winograd_block(
+    const int kernel, const float *x, const float *end, int64_t height, int64_t width, int64_t in_channels,
+    int64_t padded_in, int64_t out_height, int64_t out_width, int64_t out_channels, int64_t padded_out,
+    const float *transformed, const float *bias, float *out, int64_t first, int64_t count, int64_t block_tiles,
+    float *inputs, float *products) {
+    const int tile = kernel == 3 ? 4 : 3, patch = tile + kernel - 1, positions = patch * patch;
+    const int64_t tiles_y = (out_height + tile - 1) / tile, tiles_x = (out_width + tile - 1) / tile;
+    for (int64_t i = 0; i < count; i++) { /* V = B^T d B, 16 channels at a time */
+        const int64_t t = first + i, b = t / (tiles_y * tiles_x);
+        const int64_t top = tile * (t / tiles_x % tiles_y) - 1, left = tile * (t % tiles_x) - 1;
+        for (int64_t c = 0; c < in_channels; c += LANES) {
+            const int64_t n = in_channels - c < LANES ? in_channels - c : LANES;
+            Vector d[6][6], v[6];
+            for (int s = 0; s < patch; s++) {
+                Vector column[6], rows[6];
+                for (int r = 0; r < patch; r++) {
+                    const int64_t y = top + r, x0 = left + s;
+                    const float *p = x + ((b * height + y) * width + x0) * in_channels + c;
+                    /* Lanes past the channels (the next pixel's) are never read by the product. */
+                    column[r] = !(y >= 0 && y < height && x0 >= 0 && x0 < width) ? (Vector){}
+                                : p + LANES <= end                                 ? load_vector(p)
+                                                                                   : load_partial(p, n);
+                }
+                winograd_input_1d(kernel, column, rows);
+                for (int r = 0; r < patch; r++) d[r][s] = rows[r];
+            }
+            for (int r = 0; r < patch; r++) {
+                winograd_input_1d(kernel, d[r], v);
+                for (int s = 0; s < patch; s++)
+                    __builtin_memcpy(inputs + ((r * patch + s) * block_tiles + i) * padded_in + c, &v[s],
+                                     sizeof(Vector));
+            }
+        }
+    }
+    for (int64_t position = 0; position < positions; position++) { /* M = V U */
+        const float *v = inputs + position * block_tiles * padded_in;
+        const float *u = transformed + position * in_channels * padded_out;
+        float *m = products + position * block_tiles * padded_out;
+        for (int64_t t0 = 0; t0 < count; t0 += 6) {
+            for (int64_t o = 0; o < padded_out; o += 4 * LANES) {
+                const int64_t left = (padded_out - o) / LANES;
+                const float *vt = v + t0 * padded_in, *uo = u + o;
+                float *mt = m + t0 * padded_out + o;
+                if (left >= 4) winograd_product(vt, padded_in, uo, padded_out, in_channels, mt, padded_out, 4);
+                else if (left == 3) winograd_product(vt, padded_in, uo, padded_out, in_channels, mt, padded_out, 3);
+                else if (left == 2) winograd_product(vt, padded_in, uo, padded_out, in_channels, mt, padded_out, 2);
+                else winograd_product(vt, padded_in, uo, padded_out, in_channels, mt, padded_out, 1);
+            }
+        }
+    }
+    for (int64_t i = 0; i < count; i++) { /* Y = A^T M A + bias */
+        const int64_t t = first + i, b = t / (tiles_y * tiles_x);
+        const int64_t top = tile * (t / tiles_x % tiles_y), left = tile * (t % tiles_x);
+        for (int64_t o = 0; o < out_channels; o += LANES) {
+            const int64_t n = out_channels - o < LANES ? out_channels - o : LANES;
+            Vector r[4][6];
+            for (int s = 0; s < patch; s++) {
+                Vector column[6], y[4];
+                for (int q = 0; q < patch; q++)
+                    column[q] = load_vector(products + ((q * patch + s) * block_tiles + i) * padded_out + o);
+                winograd_output_1d(kernel, column, y);
+                for (int a = 0; a < tile; a++) r[a][s] = y[a];
+            }
+            const Vector shift = load_vector(bias + o);
+            for (int a = 0; a < tile && top + a < out_height; a++) {
+                Vector y[4];
+                winograd_output_1d(kernel, r[a], y);
+                for (int e = 0; e < tile && left + e < out_width; e++)
+                    store_partial(out + ((b * out_height + top + a) * out_width + left + e) * out_channels + o,
+                                  y[e] + shift, n);
+            }
+        }
+    }
+}
+
+/* out = conv(x) + bias with a `kernel` x `kernel` kernel (3 or 2), stride 1 and padding 1, for channels-last
+ * B x H x W x C_in input and B x H' x W' x C_out output (H' = H + 3 - kernel); transformed: P^2 x C_in x
+ * C_out_padded (G w G^T per channel pair, P = 6 or 4 positions a side, row-major), C_out_padded a multiple of
+ * 16; bias: C_out_padded values. Returns 1 when out of memory (out untouched), else 0. */
+int amt_winograd(const float *x, int64_t batch, int64_t in_channels, int64_t height, int64_t width, int64_t kernel,
+                 const float *transformed, const float *bias, int64_t out_channels, int64_t padded_out, float *out,
+                 int threads) {
+    const int64_t tile = kernel == 3 ? 4 : 3, positions = (tile + kernel - 1) * (tile + kernel - 1);
+    const int64_t out_height = height + 3 - kernel, out_width = width + 3 - kernel;
+    const int64_t tiles = batch * ((out_height + tile - 1) / tile) * ((out_width + tile - 1) / tile);
     const int64_t padded_in = (in_channels + LANES - 1) / LANES * LANES;
     const float *end = x + batch * height * width * in_channels;
-    int64_t block_tiles = WINOGRAD_BLOCK_BYTES / (WINOGRAD_POSITIONS * (padded_in + padded_out) * 4) / 6 * 6;
+    int64_t block_tiles = WINOGRAD_BLOCK_BYTES / (positions * (padded_in + padded_out) * 4) / 6 * 6;
     block_tiles = block_tiles < 6 ? 6 : block_tiles > 48 ? 48 : block_tiles;
     const int64_t blocks = (tiles + block_tiles - 1) / block_tiles;
     int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
-        float *inputs = calloc((size_t)(WINOGRAD_POSITIONS * block_tiles * padded_in), sizeof(float));
-        float *products = calloc((size_t)(WINOGRAD_POSITIONS * block_tiles * padded_out), sizeof(float));
+        float *inputs = calloc((size_t)(positions * block_tiles * padded_in), sizeof(float));
+        float *products = calloc((size_t)(positions * block_tiles * padded_out), sizeof(float));
         if (inputs == 0 || products == 0) {
 #pragma omp atomic write
             failed = 1;
@@ -675,73 +770,12 @@ int amt_winograd3x3(const float *x, int64_t batch, int64_t in_channels, int64_t 
             if (failed) continue;
             const int64_t first = block * block_tiles;
             const int64_t count = tiles - first < block_tiles ? tiles - first : block_tiles;
-            for (int64_t i = 0; i < count; i++) { /* V = B^T d B, 16 channels at a time */
-                const int64_t tile = first + i, b = tile / (tiles_y * tiles_x);
-                const int64_t top = 4 * (tile / tiles_x % tiles_y) - 1, left = 4 * (tile % tiles_x) - 1;
-                for (int64_t c = 0; c < in_channels; c += LANES) {
-                    const int64_t n = in_channels - c < LANES ? in_channels - c : LANES;
-                    Vector d[6][6], t[6][6];
-                    for (int s = 0; s < 6; s++) {
-                        Vector column[6];
-                        for (int r = 0; r < 6; r++) {
-                            const int64_t y = top + r, x0 = left + s;
-                            const float *p = x + ((b * height + y) * width + x0) * in_channels + c;
-                            /* Lanes past the channels (the next pixel's) are never read by the product. */
-                            column[r] = !(y >= 0 && y < height && x0 >= 0 && x0 < width) ? (Vector){}
-                                        : p + LANES <= end                                 ? load_vector(p)
-                                                                                           : load_partial(p, n);
-                        }
-                        Vector rows[6];
-                        winograd_input_1d(column, rows);
-                        for (int r = 0; r < 6; r++) d[r][s] = rows[r];
-                    }
-                    for (int r = 0; r < 6; r++) {
-                        winograd_input_1d(d[r], t[r]);
-                        for (int s = 0; s < 6; s++)
-                            __builtin_memcpy(inputs + ((r * 6 + s) * block_tiles + i) * padded_in + c, &t[r][s],
-                                             sizeof(Vector));
-                    }
-                }
-            }
-            for (int64_t position = 0; position < WINOGRAD_POSITIONS; position++) { /* M = V U */
-                const float *v = inputs + position * block_tiles * padded_in;
-                const float *u = transformed + position * in_channels * padded_out;
-                float *m = products + position * block_tiles * padded_out;
-                for (int64_t t0 = 0; t0 < count; t0 += 6) {
-                    for (int64_t o = 0; o < padded_out; o += 4 * LANES) {
-                        const int64_t left = (padded_out - o) / LANES;
-                        const float *vt = v + t0 * padded_in, *uo = u + o;
-                        float *mt = m + t0 * padded_out + o;
-                        if (left >= 4) winograd_product(vt, padded_in, uo, padded_out, in_channels, mt, padded_out, 4);
-                        else if (left == 3) winograd_product(vt, padded_in, uo, padded_out, in_channels, mt, padded_out, 3);
-                        else if (left == 2) winograd_product(vt, padded_in, uo, padded_out, in_channels, mt, padded_out, 2);
-                        else winograd_product(vt, padded_in, uo, padded_out, in_channels, mt, padded_out, 1);
-                    }
-                }
-            }
-            for (int64_t i = 0; i < count; i++) { /* Y = A^T M A + bias */
-                const int64_t tile = first + i, b = tile / (tiles_y * tiles_x);
-                const int64_t top = 4 * (tile / tiles_x % tiles_y), left = 4 * (tile % tiles_x);
-                for (int64_t o = 0; o < out_channels; o += LANES) {
-                    const int64_t n = out_channels - o < LANES ? out_channels - o : LANES;
-                    Vector r[4][6];
-                    for (int s = 0; s < 6; s++) {
-                        Vector column[6], y[4];
-                        for (int q = 0; q < 6; q++)
-                            column[q] = load_vector(products + ((q * 6 + s) * block_tiles + i) * padded_out + o);
-                        winograd_output_1d(column, y);
-                        for (int a = 0; a < 4; a++) r[a][s] = y[a];
-                    }
-                    const Vector shift = load_vector(bias + o);
-                    for (int a = 0; a < 4 && top + a < height; a++) {
-                        Vector y[4];
-                        winograd_output_1d(r[a], y);
-                        for (int e = 0; e < 4 && left + e < width; e++)
-                            store_partial(out + ((b * height + top + a) * width + left + e) * out_channels + o,
-                                          y[e] + shift, n);
-                    }
-                }
-            }
+            if (kernel == 3)
+                winograd_block(3, x, end, height, width, in_channels, padded_in, out_height, out_width, out_channels,
+                               padded_out, transformed, bias, out, first, count, block_tiles, inputs, products);
+            else
+                winograd_block(2, x, end, height, width, in_channels, padded_in, out_height, out_width, out_channels,
+                               padded_out, transformed, bias, out, first, count, block_tiles, inputs, products);
         }
         free(inputs);
         free(products);

@@ -50,7 +50,7 @@ _SIGNATURES = {
     "amt_correlation": [_POINTER] + [_INDEX] * 5 + [_POINTER] * 3 + [_POINTER, _INDEX, _POINTER, _POINTER, _THREADS],
     "amt_comb": [_POINTER] * 4 + [_INDEX] * 6 + [_POINTER] * 7 + [_THREADS],
     "amt_instance_norm": [_POINTER, _POINTER] + [_INDEX] * 4 + [ctypes.c_float, ctypes.c_int, _THREADS],
-    "amt_winograd3x3": [_POINTER] + [_INDEX] * 4 + [_POINTER] * 2 + [_INDEX] * 2 + [_POINTER, _THREADS],
+    "amt_winograd": [_POINTER] + [_INDEX] * 5 + [_POINTER] * 2 + [_INDEX] * 2 + [_POINTER, _THREADS],
 }
 COMB_GROUP = 6  # hidden channels per pass of amt_comb (GROUP in the C source)
 
@@ -232,53 +232,61 @@ def instance_norm_(x: torch.Tensor, eps: float, relu: bool) -> torch.Tensor:
     return x
 
 
-# Winograd's F(4x4, 3x3) kernel transform: U = G w G^T for each channel pair (6 x 6 per pair).
-_WINOGRAD_G = (
-    (1 / 4, 0.0, 0.0),
-    (-1 / 6, -1 / 6, -1 / 6),
-    (-1 / 6, 1 / 6, -1 / 6),
-    (1 / 24, 1 / 12, 1 / 6),
-    (1 / 24, -1 / 12, 1 / 6),
-    (0.0, 0.0, 1.0),
-)
-WINOGRAD_POSITIONS = len(_WINOGRAD_G) ** 2
+# Winograd's kernel transforms, U = G w G^T for each channel pair: F(4x4, 3x3) for 3x3 kernels (6 x 6
+# positions), F(3x3, 2x2) for 2x2 ones (4 x 4); by kernel size.
+_WINOGRAD_G = {
+    3: (
+        (1 / 4, 0.0, 0.0),
+        (-1 / 6, -1 / 6, -1 / 6),
+        (-1 / 6, 1 / 6, -1 / 6),
+        (1 / 24, 1 / 12, 1 / 6),
+        (1 / 24, -1 / 12, 1 / 6),
+        (0.0, 0.0, 1.0),
+    ),
+    2: ((1.0, 0.0), (0.5, 0.5), (0.5, -0.5), (0.0, -1.0)),
+}
+_WINOGRAD_KERNELS = {len(g) ** 2: kernel for kernel, g in _WINOGRAD_G.items()}  # by positions
 
 
 def winograd_weights(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A 3x3 convolution's weights (O x C x 3 x 3) and bias as `winograd3x3` takes them: 36 x C x O' and
-    O' values, O' = O rounded up to a multiple of 16 (zeros)."""
+    """A 3x3 or 2x2 convolution's weights (O x C x K x K) and bias as `winograd_conv` takes them:
+    P^2 x C x O' (P = 6 or 4) and O' values, O' = O rounded up to a multiple of 16 (zeros)."""
     with torch.inference_mode(False), torch.no_grad():  # usable inside and outside inference mode
-        out_channels, in_channels = weight.shape[:2]
+        out_channels, in_channels, kernel = weight.shape[:3]
         padded = -(-out_channels // 16) * 16
-        g = torch.tensor(_WINOGRAD_G, dtype=torch.float64)
+        g = torch.tensor(_WINOGRAD_G[kernel], dtype=torch.float64)
         transformed = torch.einsum("ik,ockl,jl->ijco", g, weight.detach().double(), g)
-        transformed = transformed.reshape(WINOGRAD_POSITIONS, in_channels, out_channels).float()
+        transformed = transformed.reshape(len(g) ** 2, in_channels, out_channels).float()
         transformed = torch.nn.functional.pad(transformed, (0, padded - out_channels)).contiguous()
         return transformed, torch.nn.functional.pad(bias.detach().float(), (0, padded - out_channels)).contiguous()
 
 
-def winograd3x3(x: torch.Tensor, transformed: torch.Tensor, bias: torch.Tensor, out_channels: int) -> torch.Tensor:
-    """A 3x3 'same' convolution (stride 1) of channels-last `x` (B x C x H x W) with the weights and bias
-    from `winograd_weights`; the output is channels-last."""
+def winograd_conv(x: torch.Tensor, transformed: torch.Tensor, bias: torch.Tensor, out_channels: int) -> torch.Tensor:
+    """A convolution with stride 1 and padding 1 of channels-last `x` (B x C x H x W) with the weights and
+    bias from `winograd_weights`: B x O x H x W for a 3x3 kernel, B x O x (H+1) x (W+1) for a 2x2 one,
+    channels-last."""
     _check_float32_cpu(x, transformed, bias)
     batch, in_channels, height, width = x.shape
     _check(x.is_contiguous(memory_format=torch.channels_last), "an input that is not channels-last")
-    padded = transformed.shape[-1]
+    positions, padded = transformed.shape[0], transformed.shape[-1]
+    kernel = _WINOGRAD_KERNELS.get(positions, 0)
     _check(
-        transformed.shape == (WINOGRAD_POSITIONS, in_channels, padded)
+        kernel
+        and transformed.shape == (positions, in_channels, padded)
         and padded % 16 == 0
         and 0 < out_channels <= padded,
         f"transformed weights of shape {tuple(transformed.shape)} for {in_channels} -> {out_channels} channels",
     )
     _check(transformed.is_contiguous() and bias.is_contiguous() and bias.numel() == padded, "a misshapen bias")
-    out = torch.empty((batch, out_channels, height, width), memory_format=torch.channels_last)
+    out = torch.empty((batch, out_channels, height + 3 - kernel, width + 3 - kernel), memory_format=torch.channels_last)
     library, _ = _library()
-    failed = library.amt_winograd3x3(
+    failed = library.amt_winograd(
         x.data_ptr(),
         batch,
         in_channels,
         height,
         width,
+        kernel,
         transformed.data_ptr(),
         bias.data_ptr(),
         out_channels,

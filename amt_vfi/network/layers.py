@@ -35,7 +35,7 @@ class WinogradConv2d(nn.Conv2d):
             and x.is_contiguous(memory_format=torch.channels_last)
             and cpu_kernels.usable(x, self.weight, self.bias)
         ):
-            return cpu_kernels.winograd3x3(x, *self._winograd_weights(), self.out_channels)
+            return cpu_kernels.winograd_conv(x, *self._winograd_weights(), self.out_channels)
         return super().forward(x)
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> WinogradConv2d:
