@@ -1,8 +1,9 @@
 /* Fused CPU kernels of amt_vfi (loaded by cpu_kernels.py): the decoders' bilinear warps, the
  * composition of the multi-field prediction, comb_block, the correlation lookup and in-place activations,
- * each in one pass over memory instead of a chain of PyTorch operations. Tensors come as a base pointer plus element strides in
- * PyTorch's dimension order, so any memory layout works; rows are shared out over PyTorch's own OpenMP
- * threads. */
+ * each in one pass over memory instead of a chain of PyTorch operations, and convolutions by Winograd's
+ * transform. Tensors come as a base pointer plus element strides in PyTorch's dimension order, so any
+ * memory layout works (the Winograd convolution takes channels-last tensors); rows or blocks are shared
+ * out over PyTorch's own OpenMP threads. */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -404,14 +405,10 @@ void amt_correlation(const float *centres, int64_t queries, int64_t batch, int64
         }
     }
 }
-
-/* comb_block (a K x K convolution C -> M, PReLU, a K x K convolution M -> 3, zero padding) added to the
- * average of the candidates and clamped to [0, 1], a band of rows per thread. Its hidden layer never
- * leaves the caches: K rows of it are kept, each computed once from K padded rows of the input, and vector
- * loops run along the rows (GCC's generic vectors: AVX-512, AVX2 or NEON, as the CPU has). */
+/* 16 floats in GCC's generic vectors, which compile to AVX-512, AVX2 or NEON as the CPU has. */
 typedef float Vector __attribute__((vector_size(64)));
 typedef int32_t Mask __attribute__((vector_size(64)));
-enum { LANES = 16, STEP = 2 * LANES, GROUP = 6 /* hidden channels per pass: 12 accumulators */ };
+enum { LANES = 16 };
 
 static inline Vector load_vector(const float *p) {
     Vector v;
@@ -422,6 +419,12 @@ static inline Vector load_vector(const float *p) {
 static inline Vector select_vector(Mask mask, Vector yes, Vector no) {
     return (Vector)((mask & (Mask)yes) | (~mask & (Mask)no));
 }
+
+/* comb_block (a K x K convolution C -> M, PReLU, a K x K convolution M -> 3, zero padding) added to the
+ * average of the candidates and clamped to [0, 1], a band of rows per thread. Its hidden layer never
+ * leaves the caches: K rows of it are kept, each computed once from K padded rows of the input, and vector
+ * loops run along the rows, 2 vectors of pixels at a time. */
+enum { STEP = 2 * LANES, GROUP = 6 /* hidden channels per pass: 12 accumulators */ };
 
 /* Rows kept in slots (row r in slot r mod K), each `planes` planes of `length` floats with zero margins. */
 typedef struct {

@@ -20,9 +20,9 @@ class WinogradConv2d(nn.Conv2d):
     """`nn.Conv2d` (same parameters) that runs a 3x3 stride-1 convolution of 16 or more input channels by
     the fused CPU kernel's Winograd transform where it can: 1.8-2.8x as fast as oneDNN on AMT's decoder and
     update layers, 1.25x on the 20-channel side layers, within 1e-5 of the output's scale; thinner layers
-    are faster with oneDNN. The transformed
-    weights are kept with the layer, made again whenever the weights change (weights made in inference mode
-    have no version to tell: for them, every call; `load_model` makes ordinary ones)."""
+    are faster with oneDNN. The transformed weights are kept with the layer, made again whenever the
+    weights change (weights made in inference mode have no version to tell: for them, every call;
+    `load_model` makes ordinary ones)."""
 
     MIN_WINOGRAD_CHANNELS = 16
 
