@@ -103,6 +103,13 @@ def test_kernels_refuse_tensors_they_would_misread() -> None:
         cpu_kernels.compose(
             torch.rand(2, 3, 0, 8), torch.rand(1, 96, 1, 5), torch.rand(2, 1, 2, 0, 4), torch.rand(1), 3
         )
+    transformed, bias = cpu_kernels.winograd_weights(torch.rand(20, 16, 3, 3), torch.rand(20))
+    with pytest.raises(ValueError, match="an input that is not channels-last"):
+        cpu_kernels.winograd_conv(torch.rand(1, 16, 8, 8), transformed, bias, 20)
+    with pytest.raises(ValueError, match=r"transformed weights of shape \(36, 16, 32\) for 24 -> 20 channels"):
+        cpu_kernels.winograd_conv(
+            torch.rand(1, 24, 8, 8).contiguous(memory_format=torch.channels_last), transformed, bias, 20
+        )
 
 
 @needs_kernels
