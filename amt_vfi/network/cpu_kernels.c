@@ -95,31 +95,44 @@ static inline float exp_approx(float x) {
 
 static inline float sigmoid(float value) { return 1.0f / (1.0f + exp_approx(-value)); }
 
-/* x = PReLU(x) (one slope per channel) or, with no slopes, sigmoid(x), in place, for B x C x H x W: a
- * row at a time, channels innermost when they are (channels last), else a channel's run of the row.
- * The sigmoid serves the mask channels of decoder1's prediction: a slice of a channels-last tensor, which
+/* How a row of a B x C x H x W tensor is walked so that the inner loop is the contiguous one: pixel by
+ * pixel with the channels innermost when they are (channels last), else channel by channel along it. */
+typedef struct {
+    int channels_last;
+    int64_t inner, outer, inner_stride, outer_stride;
+} RowWalk;
+
+static inline RowWalk row_walk(const int64_t *strides, int64_t channels, int64_t width) {
+    const int last = strides[1] == 1;
+    RowWalk walk = {last, last ? channels : width, last ? width : channels, last ? 1 : strides[3],
+                    last ? strides[3] : strides[1]};
+    return walk;
+}
+
+/* x = PReLU(x) (one slope per channel) or, with no slopes, sigmoid(x), in place, for B x C x H x W, a
+ * row at a time (see RowWalk). The sigmoid serves the mask channels of decoder1's prediction: a slice of a channels-last tensor, which
  * PyTorch's sigmoid walks element by element, 17 times slower than this vector loop. */
 void amt_activate(float *x, const int64_t *strides, const float *slopes, int64_t batch, int64_t channels,
                   int64_t height, int64_t width, int threads) {
-    const int channels_last = strides[1] == 1;
-    const int64_t inner = channels_last ? channels : width, outer = channels_last ? width : channels;
-    const int64_t inner_stride = channels_last ? 1 : strides[3], outer_stride = channels_last ? strides[3] : strides[1];
+    const RowWalk walk = row_walk(strides, channels, width);
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
     for (int64_t b = 0; b < batch; b++) {
         for (int64_t y = 0; y < height; y++) {
             float *row = x + b * strides[0] + y * strides[2];
-            for (int64_t o = 0; o < outer; o++) {
-                float *p = row + o * outer_stride;
+            for (int64_t o = 0; o < walk.outer; o++) {
+                float *p = row + o * walk.outer_stride;
                 if (slopes == 0) {
 #pragma omp simd
-                    for (int64_t i = 0; i < inner; i++) p[i * inner_stride] = sigmoid(p[i * inner_stride]);
-                } else if (channels_last) {
+                    for (int64_t i = 0; i < walk.inner; i++)
+                        p[i * walk.inner_stride] = sigmoid(p[i * walk.inner_stride]);
+                } else if (walk.channels_last) {
 #pragma omp simd
                     for (int64_t c = 0; c < channels; c++) p[c] = prelu(p[c], slopes[c]);
                 } else {
                     const float slope = slopes[o];
 #pragma omp simd
-                    for (int64_t i = 0; i < inner; i++) p[i * inner_stride] = prelu(p[i * inner_stride], slope);
+                    for (int64_t i = 0; i < walk.inner; i++)
+                        p[i * walk.inner_stride] = prelu(p[i * walk.inner_stride], slope);
                 }
             }
         }
@@ -134,10 +147,7 @@ void amt_activate(float *x, const int64_t *strides, const float *slopes, int64_t
 int amt_instance_norm(float *x, const int64_t *strides, int64_t batch, int64_t channels, int64_t height,
                       int64_t width, float eps, int relu, int threads) {
     const int64_t planes = batch * channels, rows = batch * height;
-    /* Channels innermost when they are (channels last), else each channel's run of the row. */
-    const int channels_last = strides[1] == 1;
-    const int64_t inner = channels_last ? channels : width, outer = channels_last ? width : channels;
-    const int64_t inner_stride = channels_last ? 1 : strides[3], outer_stride = channels_last ? strides[3] : strides[1];
+    const RowWalk walk = row_walk(strides, channels, width);
     double *sums = calloc((size_t)(threads * planes * 2), sizeof(double));
     float *shift = malloc((size_t)(planes * 2) * sizeof(float));
     if (sums == 0 || shift == 0) {
@@ -155,9 +165,9 @@ int amt_instance_norm(float *x, const int64_t *strides, int64_t batch, int64_t c
             const int64_t b = r / height;
             const float *row = x + b * strides[0] + (r % height) * strides[2];
             double *t = total + b * channels, *q = squares + b * channels;
-            for (int64_t o = 0; o < outer; o++) {
-                const float *p = row + o * outer_stride;
-                if (channels_last) {
+            for (int64_t o = 0; o < walk.outer; o++) {
+                const float *p = row + o * walk.outer_stride;
+                if (walk.channels_last) {
 #pragma omp simd
                     for (int64_t c = 0; c < channels; c++) {
                         t[c] += p[c];
@@ -166,8 +176,8 @@ int amt_instance_norm(float *x, const int64_t *strides, int64_t batch, int64_t c
                 } else {
                     double sum = 0.0, square = 0.0;
 #pragma omp simd reduction(+ : sum, square)
-                    for (int64_t i = 0; i < inner; i++) {
-                        const double v = p[i * inner_stride];
+                    for (int64_t i = 0; i < walk.inner; i++) {
+                        const double v = p[i * walk.inner_stride];
                         sum += v;
                         square += v * v;
                     }
@@ -195,13 +205,13 @@ int amt_instance_norm(float *x, const int64_t *strides, int64_t batch, int64_t c
             const int64_t b = r / height;
             float *row = x + b * strides[0] + (r % height) * strides[2];
             const float *m = shift + b * channels, *k = scale + b * channels;
-            for (int64_t o = 0; o < outer; o++) {
-                float *p = row + o * outer_stride;
+            for (int64_t o = 0; o < walk.outer; o++) {
+                float *p = row + o * walk.outer_stride;
 #pragma omp simd
-                for (int64_t i = 0; i < inner; i++) {
-                    const int64_t c = channels_last ? i : o;
-                    const float v = (p[i * inner_stride] - m[c]) * k[c];
-                    p[i * inner_stride] = relu && v < 0.0f ? 0.0f : v;
+                for (int64_t i = 0; i < walk.inner; i++) {
+                    const int64_t c = walk.channels_last ? i : o;
+                    const float v = (p[i * walk.inner_stride] - m[c]) * k[c];
+                    p[i * walk.inner_stride] = relu && v < 0.0f ? 0.0f : v;
                 }
             }
         }
@@ -416,6 +426,8 @@ static inline Vector load_vector(const float *p) {
     return v;
 }
 
+static inline void store_vector(float *p, Vector v) { __builtin_memcpy(p, &v, sizeof v); }
+
 static inline Vector select_vector(Mask mask, Vector yes, Vector no) {
     return (Vector)((mask & (Mask)yes) | (~mask & (Mask)no));
 }
@@ -433,17 +445,21 @@ typedef struct {
     int64_t kernel, planes, length;
 } RowRing;
 
-static inline float *ring_row(const RowRing *ring, int64_t row) {
-    return ring->data + (row % ring->kernel) * ring->planes * ring->length;
+/* Row r's slot (r >= -kernel: rows above the image have negative numbers); *held says whether it holds
+ * that row already, and it is marked as holding it from now on. */
+static inline float *ring_slot(RowRing *ring, int64_t row, int *held) {
+    const int64_t slot = (row + ring->kernel) % ring->kernel;
+    *held = ring->held[slot] == row;
+    ring->held[slot] = row;
+    return ring->data + slot * ring->planes * ring->length;
 }
 
 /* Input row r of image b, zero-padded (margin `radius` on the left, zeros past the width). */
 static const float *comb_input(RowRing *ring, int64_t row, const float *image, const int64_t *strides,
                                int64_t height, int64_t width, int64_t radius) {
-    float *slot = ring_row(ring, row + ring->kernel); /* +kernel: rows above the image have negative numbers */
-    int64_t *held = ring->held + (row + ring->kernel) % ring->kernel;
-    if (*held == row) return slot;
-    *held = row;
+    int held;
+    float *slot = ring_slot(ring, row, &held);
+    if (held) return slot;
     for (int64_t c = 0; c < ring->planes; c++) {
         float *plane = slot + c * ring->length + radius;
         if (row < 0 || row >= height) {
@@ -461,10 +477,9 @@ static const float *comb_hidden(RowRing *hidden, RowRing *input, int64_t row, co
                                 const float *bias, const float *slopes) {
     const int64_t kernel = hidden->kernel, radius = kernel / 2, area = kernel * kernel;
     const int64_t channels = input->planes, length = hidden->length;
-    float *slot = ring_row(hidden, row + kernel);
-    int64_t *held = hidden->held + (row + kernel) % kernel;
-    if (*held == row) return slot;
-    *held = row;
+    int held;
+    float *slot = ring_slot(hidden, row, &held);
+    if (held) return slot;
     if (row < 0 || row >= height) { /* the second convolution's zero padding */
         for (int64_t i = 0; i < hidden->planes * length; i++) slot[i] = 0.0f;
         return slot;
@@ -495,7 +510,7 @@ static const float *comb_hidden(RowRing *hidden, RowRing *input, int64_t row, co
                 for (int half = 0; half < 2; half++) {
                     Vector v = sum[i][half];
                     v = select_vector(v > 0.0f, v, v * slopes[g + i]);
-                    __builtin_memcpy(out + half * LANES, &v, sizeof v);
+                    store_vector(out + half * LANES, v);
                 }
             }
         }
@@ -636,7 +651,7 @@ static inline Vector load_partial(const float *p, int64_t count) {
 
 static inline void store_partial(float *p, Vector v, int64_t count) {
     if (count == LANES) {
-        __builtin_memcpy(p, &v, sizeof v);
+        store_vector(p, v);
         return;
     }
     float lanes[LANES];
@@ -663,7 +678,7 @@ static inline __attribute__((always_inline)) void winograd_product(const float *
         }
     }
     for (int i = 0; i < 6; i++)
-        for (int j = 0; j < vectors; j++) __builtin_memcpy(m + i * m_stride + j * LANES, &sum[i][j], sizeof(Vector));
+        for (int j = 0; j < vectors; j++) store_vector(m + i * m_stride + j * LANES, sum[i][j]);
 }
 
 /* One block of tiles of `amt_winograd`, for a kernel size known when compiled (so the transforms'
@@ -697,8 +712,7 @@ static inline __attribute__((always_inline)) void winograd_block(
             for (int r = 0; r < patch; r++) {
                 winograd_input_1d(kernel, d[r], v);
                 for (int s = 0; s < patch; s++)
-                    __builtin_memcpy(inputs + ((r * patch + s) * block_tiles + i) * padded_in + c, &v[s],
-                                     sizeof(Vector));
+                    store_vector(inputs + ((r * patch + s) * block_tiles + i) * padded_in + c, v[s]);
             }
         }
     }

@@ -180,6 +180,14 @@ def _check_float32_cpu(*tensors: torch.Tensor) -> None:
         )
 
 
+def _run(kernel: str, *arguments: object, allocating: str | None = None) -> None:
+    """Call the C function `kernel` with `arguments` and PyTorch's thread count. Kernels that allocate
+    memory return 1 when they could not: `allocating` says what for, in the MemoryError raised then."""
+    library, _ = _library()
+    if getattr(library, kernel)(*arguments, torch.get_num_threads()) and allocating is not None:
+        raise MemoryError(f"out of memory for {allocating}")
+
+
 def warp(image: torch.Tensor, flow: torch.Tensor, out: torch.Tensor) -> None:
     """Write `image` (N x C x H x W) warped by `flow` (N x 2 x H x W, pixels, x first) into `out`, as
     `layers.warp` does: bilinear, with edge replication."""
@@ -187,8 +195,8 @@ def warp(image: torch.Tensor, flow: torch.Tensor, out: torch.Tensor) -> None:
     images, channels, height, width = image.shape
     _check(flow.shape == (images, 2, height, width), f"a flow of shape {tuple(flow.shape)}")
     _check(out.shape == image.shape, f"an output of shape {tuple(out.shape)}")
-    library, _ = _library()
-    library.amt_warp(
+    _run(
+        "amt_warp",
         image.data_ptr(),
         _strides(image),
         images,
@@ -199,7 +207,6 @@ def warp(image: torch.Tensor, flow: torch.Tensor, out: torch.Tensor) -> None:
         _strides(flow),
         out.data_ptr(),
         _strides(out),
-        torch.get_num_threads(),
     )
 
 
@@ -208,8 +215,7 @@ def prelu_(x: torch.Tensor, slopes: torch.Tensor) -> torch.Tensor:
     _check_float32_cpu(x, slopes)
     _check(x.dim() == 4 and slopes.numel() == x.shape[1], f"{slopes.numel()} slopes for a {tuple(x.shape)} tensor")
     slopes = slopes.detach().contiguous()
-    library, _ = _library()
-    library.amt_activate(x.data_ptr(), _strides(x), slopes.data_ptr(), *x.shape, torch.get_num_threads())
+    _run("amt_activate", x.data_ptr(), _strides(x), slopes.data_ptr(), *x.shape)
     return x
 
 
@@ -217,8 +223,7 @@ def sigmoid_(x: torch.Tensor) -> torch.Tensor:
     """The logistic sigmoid in place on `x` (B x C x H x W, any strides: a channel slice too), returned."""
     _check_float32_cpu(x)
     _check(x.dim() == 4, f"a tensor of shape {tuple(x.shape)}")
-    library, _ = _library()
-    library.amt_activate(x.data_ptr(), _strides(x), None, *x.shape, torch.get_num_threads())
+    _run("amt_activate", x.data_ptr(), _strides(x), None, *x.shape)
     return x
 
 
@@ -227,9 +232,15 @@ def instance_norm_(x: torch.Tensor, eps: float, relu: bool) -> torch.Tensor:
     then ReLU if `relu`; returns `x`."""
     _check_float32_cpu(x)
     _check(x.dim() == 4 and x.shape[2] * x.shape[3] > 0, f"a tensor of shape {tuple(x.shape)}")
-    library, _ = _library()
-    if library.amt_instance_norm(x.data_ptr(), _strides(x), *x.shape, eps, int(relu), torch.get_num_threads()):
-        raise MemoryError("out of memory for the statistics of the fused instance norm")
+    _run(
+        "amt_instance_norm",
+        x.data_ptr(),
+        _strides(x),
+        *x.shape,
+        eps,
+        int(relu),
+        allocating="the statistics of the fused instance norm",
+    )
     return x
 
 
@@ -280,8 +291,8 @@ def winograd_conv(x: torch.Tensor, transformed: torch.Tensor, bias: torch.Tensor
     )
     _check(transformed.is_contiguous() and bias.is_contiguous() and bias.numel() == padded, "a misshapen bias")
     out = torch.empty((batch, out_channels, height + 3 - kernel, width + 3 - kernel), memory_format=torch.channels_last)
-    library, _ = _library()
-    failed = library.amt_winograd(
+    _run(
+        "amt_winograd",
         x.data_ptr(),
         batch,
         in_channels,
@@ -293,10 +304,8 @@ def winograd_conv(x: torch.Tensor, transformed: torch.Tensor, bias: torch.Tensor
         out_channels,
         padded,
         out.data_ptr(),
-        torch.get_num_threads(),
+        allocating="the tiles of the fused Winograd convolution",
     )
-    if failed:
-        raise MemoryError("out of memory for the tiles of the fused Winograd convolution")
     return out
 
 
@@ -320,8 +329,8 @@ def compose(
     _check(mean.numel() == batch, f"{mean.numel()} means for {batch} frames")
     candidates = phases.new_empty(batch, fields, 3, height, width)
     average = phases.new_empty(batch, 3, height, width)
-    library, _ = _library()
-    library.amt_compose(
+    _run(
+        "amt_compose",
         frames.data_ptr(),
         _strides(frames),
         phases.data_ptr(),
@@ -339,7 +348,6 @@ def compose(
         _strides(candidates),
         average.data_ptr(),
         _strides(average),
-        torch.get_num_threads(),
     )
     return candidates, average
 
@@ -371,8 +379,8 @@ def comb(
     average = average.contiguous()
     out = torch.empty_like(average)
     weights = [x.detach().contiguous() for x in (first.weight, first.bias, slopes, second.weight, second.bias)]
-    library, _ = _library()
-    failed = library.amt_comb(
+    _run(
+        "amt_comb",
         candidates.data_ptr(),
         _strides(candidates),
         average.data_ptr(),
@@ -386,10 +394,8 @@ def comb(
         *[x.data_ptr() for x in weights],
         out.data_ptr(),
         _strides(out),
-        torch.get_num_threads(),
+        allocating="the rows of comb_block's fused kernel",
     )
-    if failed:
-        raise MemoryError("out of memory for the rows of comb_block's fused kernel")
     return out
 
 
@@ -431,8 +437,8 @@ def correlation(
         _check(mode != TRANSPOSED or area == pixels, "a transposed volume for a level other than 0")
         expected = batch * area * dim if mode == ON_DEMAND else batch * pixels * area
         _check(table.is_contiguous() and table.numel() == expected, f"a table of {table.numel()} values")
-    library, _ = _library()
-    library.amt_correlation(
+    _run(
+        "amt_correlation",
         centres.data_ptr(),
         queries,
         batch,
@@ -446,5 +452,4 @@ def correlation(
         dim,
         out.data_ptr(),
         _strides(out),
-        torch.get_num_threads(),
     )

@@ -292,8 +292,8 @@ class AMT(nn.Module):
         """The average of the B x n x 3 x H x W candidates plus comb_block's correction, in [0, 1]."""
         batch, n, _, height, width = candidates.shape
         stacked = candidates.view(batch, 3 * n, height, width).to(self.comb_block[0].weight.dtype)
-        first, prelu, second = self.comb_block
         if cpu_kernels.usable(stacked, average, *self.comb_block.parameters()):
+            first, prelu, second = self.comb_block
             return cpu_kernels.comb(stacked, average, first, prelu.weight, second)
         correction = in_row_bands(self.comb_block, stacked, halo=self.spec.comb_kernel - 1).float()
         return (average + correction).clamp(0.0, 1.0)
